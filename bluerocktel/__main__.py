@@ -1,0 +1,3 @@
+from bluerocktel.cli import main
+
+raise SystemExit(main())

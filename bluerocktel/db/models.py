@@ -1,0 +1,425 @@
+"""The system of record: one SQLAlchemy 2 model of the whole domain.
+
+Money columns: ``*_minor`` are integer minor units (cents); ``*_precise`` and catalog/tariff
+prices are exact :class:`~decimal.Decimal` stored as canonical text (:class:`DecimalText`), so
+SQLite never turns them into floats. Datetimes are UTC (``*_at``); dates are calendar days.
+Billing periods are half-open ``[period_start, period_end)``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from bluerocktel.money import D
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class DecimalText(TypeDecorator):
+    """An exact Decimal stored as text (SQLite has no decimal type and would use REAL)."""
+
+    impl = String(48)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return format(D(value), "f")
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else Decimal(value)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the workbench stores UTC-aware datetimes")
+        return value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TimestampMixin:
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, index=True)
+
+
+class Brand(TimestampMixin, Base):
+    """A white-label identity of the operator, and the legal entity that issues its invoices."""
+
+    __tablename__ = "brands"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    host_names: Mapped[list] = mapped_column(JSON, default=list)   # portal host names
+    primary_color: Mapped[str] = mapped_column(String(16), default="#0b3d91")
+    accent_color: Mapped[str] = mapped_column(String(16), default="#f5a623")
+    logo_svg: Mapped[str | None] = mapped_column(Text)
+    legal_name: Mapped[str] = mapped_column(String(200))
+    siren: Mapped[str | None] = mapped_column(String(9))
+    vat_number: Mapped[str | None] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(Text, default="")
+    email: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    iban: Mapped[str | None] = mapped_column(String(40))
+    invoice_prefix: Mapped[str] = mapped_column(String(16), default="FA")
+    sections: Mapped[list] = mapped_column(JSON, default=lambda: ["invoices", "calls", "services"])
+
+
+class Account(TimestampMixin, Base):
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    kind: Mapped[str] = mapped_column(String(16), default="business")
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    address: Mapped[str] = mapped_column(Text, default="")
+    postcode: Mapped[str | None] = mapped_column(String(16))
+    city: Mapped[str | None] = mapped_column(String(100))
+    country: Mapped[str] = mapped_column(String(2), default="FR")
+    siren: Mapped[str | None] = mapped_column(String(9))
+    vat_number: Mapped[str | None] = mapped_column(String(20))
+    vat_regime: Mapped[str] = mapped_column(String(24), default="fr")
+    currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    language: Mapped[str] = mapped_column(String(2), default="fr")
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
+    billing_day: Mapped[int] = mapped_column(Integer, default=1)
+    payment_terms_days: Mapped[int] = mapped_column(Integer, default=30)
+    payment_method: Mapped[str] = mapped_column(String(16), default="transfer")
+
+    brand: Mapped[Brand] = relationship()
+    contacts: Mapped[list["Contact"]] = relationship(back_populates="account")
+    services: Mapped[list["Service"]] = relationship(back_populates="account")
+
+
+class Contact(TimestampMixin, Base):
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    first_name: Mapped[str] = mapped_column(String(100))
+    last_name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    role: Mapped[str] = mapped_column(String(16), default="billing")
+    account: Mapped[Account] = relationship(back_populates="contacts")
+
+
+class Product(TimestampMixin, Base):
+    """A catalog entry. ``price`` is per period for recurring products, per unit for one-offs."""
+
+    __tablename__ = "products"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    price: Mapped[Decimal] = mapped_column(DecimalText, default=Decimal(0))
+    currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    billing_period_months: Mapped[int] = mapped_column(Integer, default=1)
+    vat_rate: Mapped[Decimal] = mapped_column(DecimalText, default=Decimal("0.20"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Contract(TimestampMixin, Base):
+    __tablename__ = "contracts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    reference: Mapped[str] = mapped_column(String(40), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    start_date: Mapped[dt.date] = mapped_column(Date)
+    end_date: Mapped[dt.date | None] = mapped_column(Date)
+    term_months: Mapped[int] = mapped_column(Integer, default=12)
+    commitment_end: Mapped[dt.date | None] = mapped_column(Date)
+    notice_days: Mapped[int] = mapped_column(Integer, default=30)
+    auto_renew: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class RateDeck(TimestampMixin, Base):
+    __tablename__ = "rate_decks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(8), default="sell")
+    currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    rates: Mapped[list["Rate"]] = relationship(back_populates="deck")
+
+
+class Rate(Base):
+    """One destination price of a deck, effective from ``valid_from`` (UTC) until replaced."""
+
+    __tablename__ = "rates"
+    __table_args__ = (UniqueConstraint("deck_id", "prefix", "valid_from"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deck_id: Mapped[int] = mapped_column(ForeignKey("rate_decks.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(24))        # E.164 digits without '+'
+    destination: Mapped[str] = mapped_column(String(200))
+    zone: Mapped[str] = mapped_column(String(64))
+    price_per_minute: Mapped[Decimal] = mapped_column(DecimalText)
+    connection_fee: Mapped[Decimal] = mapped_column(DecimalText, default=Decimal(0))
+    first_increment_s: Mapped[int] = mapped_column(Integer, default=60)
+    next_increment_s: Mapped[int] = mapped_column(Integer, default=60)
+    valid_from: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    deck: Mapped[RateDeck] = relationship(back_populates="rates")
+
+
+class Service(TimestampMixin, Base):
+    __tablename__ = "services"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    contract_id: Mapped[int | None] = mapped_column(ForeignKey("contracts.id"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    rate_deck_id: Mapped[int | None] = mapped_column(ForeignKey("rate_decks.id"))
+    label: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    unit_price: Mapped[Decimal | None] = mapped_column(DecimalText)   # overrides product price
+    activated_on: Mapped[dt.date | None] = mapped_column(Date)
+    terminated_on: Mapped[dt.date | None] = mapped_column(Date)       # last day is the day before
+
+    account: Mapped[Account] = relationship(back_populates="services")
+    product: Mapped[Product] = relationship()
+    identifiers: Mapped[list["ServiceIdentifier"]] = relationship(back_populates="service")
+
+
+class ServiceIdentifier(Base):
+    """A number, DID, account code or trunk that identifies a service's CDRs, effective-dated."""
+
+    __tablename__ = "service_identifiers"
+    __table_args__ = (Index("ix_service_identifiers_kind_value", "kind", "value"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(64))
+    valid_from: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    valid_to: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    service: Mapped[Service] = relationship(back_populates="identifiers")
+
+
+class CdrSource(TimestampMixin, Base):
+    """Where CDRs come from (a switch): format, collector URL, national rules."""
+
+    __tablename__ = "cdr_sources"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    format: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str | None] = mapped_column(String(500))
+    country: Mapped[str] = mapped_column(String(2), default="FR")
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class CdrFile(Base):
+    """One received CDR file: the ingestion ledger (same bytes twice are imported once)."""
+
+    __tablename__ = "cdr_files"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    file_name: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    received: Mapped[int] = mapped_column(Integer, default=0)
+    imported: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    quarantined: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BillingRun(Base):
+    __tablename__ = "billing_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), index=True)      # YYYY-MM
+    brand_code: Mapped[str | None] = mapped_column(String(32))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    started_by: Mapped[str] = mapped_column(String(200), default="system")
+    notebook_path: Mapped[str | None] = mapped_column(String(500))   # relative to the data dir
+    summary: Mapped[dict] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class InvoiceSequence(Base):
+    """Gapless invoice numbering: the last number used per issuer (brand) and year."""
+
+    __tablename__ = "invoice_sequences"
+    __table_args__ = (UniqueConstraint("brand_id", "year"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id"))
+    year: Mapped[int] = mapped_column(Integer)
+    last_number: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Invoice(TimestampMixin, Base):
+    __tablename__ = "invoices"
+    __table_args__ = (UniqueConstraint("account_id", "period_start", "kind", name="uq_invoice_account_period"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(40), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="invoice")
+    status: Mapped[str] = mapped_column(String(16), default="issued")
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id"))
+    billing_run_id: Mapped[int | None] = mapped_column(ForeignKey("billing_runs.id"))
+    credits_invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
+    currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    period_start: Mapped[dt.date] = mapped_column(Date)
+    period_end: Mapped[dt.date] = mapped_column(Date)          # exclusive
+    issue_date: Mapped[dt.date] = mapped_column(Date)
+    due_date: Mapped[dt.date] = mapped_column(Date)
+    subtotal_minor: Mapped[int] = mapped_column(BigInteger)
+    vat_minor: Mapped[int] = mapped_column(BigInteger)
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    pdf_path: Mapped[str | None] = mapped_column(String(500))  # relative to the data dir
+
+    account: Mapped[Account] = relationship()
+    brand: Mapped[Brand] = relationship()
+    lines: Mapped[list["InvoiceLine"]] = relationship(back_populates="invoice", order_by="InvoiceLine.position")
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(String(300))
+    product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"))
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"))
+    zone: Mapped[str | None] = mapped_column(String(64))
+    quantity: Mapped[Decimal] = mapped_column(DecimalText)
+    unit: Mapped[str] = mapped_column(String(16), default="unit")
+    unit_price_precise: Mapped[Decimal | None] = mapped_column(DecimalText)
+    amount_precise: Mapped[Decimal] = mapped_column(DecimalText)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    vat_rate: Mapped[Decimal] = mapped_column(DecimalText)
+    invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+
+class Payment(TimestampMixin, Base):
+    __tablename__ = "payments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    method: Mapped[str] = mapped_column(String(16), default="transfer")
+    reference: Mapped[str | None] = mapped_column(String(100))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(TimestampMixin, Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))  # customers only
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    """A bearer token; only its SHA-256 is stored, the token is shown once at creation."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_prefix: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    user: Mapped[User] = relationship()
+
+
+class Ticket(TimestampMixin, Base):
+    __tablename__ = "tickets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"))
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
+    subject: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(24), default="new")
+    priority: Mapped[str] = mapped_column(String(16), default="normal")
+    category: Mapped[str] = mapped_column(String(64), default="general")
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    messages: Mapped[list["TicketMessage"]] = relationship(back_populates="ticket", order_by="TicketMessage.id")
+
+
+class TicketMessage(Base):
+    __tablename__ = "ticket_messages"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    author_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    body: Mapped[str] = mapped_column(Text)
+    internal: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ticket: Mapped[Ticket] = relationship(back_populates="messages")
+
+
+class AuditEntry(Base):
+    """Append-only: the ORM refuses updates and deletes, and so do database triggers."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str | None] = mapped_column(String(64))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class AuditLogError(RuntimeError):
+    """Raised on an attempt to change or delete an audit entry."""
+
+
+@event.listens_for(AuditEntry, "before_update")
+@event.listens_for(AuditEntry, "before_delete")
+def _refuse_audit_change(mapper, connection, target):
+    raise AuditLogError("the audit log is append-only")

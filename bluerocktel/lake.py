@@ -1,0 +1,153 @@
+"""The usage lake: Parquet files partitioned by month, read by DuckDB from any process.
+
+Layout under ``DATA_DIR/lake``::
+
+    cdrs/month=YYYY-MM/<batch>.parquet        normalized CDRs (CDR_SCHEMA)
+    rated/month=YYYY-MM/<batch>.parquet       rated CDRs (RATED_SCHEMA)
+    quarantine/month=YYYY-MM/<batch>.parquet  records that could not be normalized (QUARANTINE_SCHEMA)
+
+Files are written to a temporary name and renamed, so a reader never sees half a file. The
+month is the UTC month of ``start_at``. Money is integer micro units (``*_micro``, 1e-6 of
+the currency): never DOUBLE.
+
+Normalized CDR columns:
+
+=============== ============== ======================================================
+column          type           meaning
+=============== ============== ======================================================
+cdr_id          string         stable id: SHA-256 (hex, 32) of source + the switch's
+                               unique key of the record; the dedup key
+source          string         CDR source name (switch)
+source_file     string         file name the record came from
+source_line     int32          1-based line (or record number) in that file
+start_at        timestamp UTC  call start
+answer_at       timestamp UTC  answer time; null when unanswered
+end_at          timestamp UTC  call end
+duration_s      int32          seconds from start to end
+billsec_s       int32          answered (billable) seconds; 0 when unanswered
+caller          string         calling number, E.164 (``+33…``) or the raw extension
+callee          string         called number, E.164 or the raw extension
+account_code    string         switch account code (may be empty)
+channel         string         originating channel / trunk
+dst_channel     string         destination channel / trunk
+disposition     string         ANSWERED, NO ANSWER, BUSY, FAILED, CONGESTION
+direction       string         out, in, internal
+call_type       string         voice, sms, data
+unique_id       string         the switch's own record id
+=============== ============== ======================================================
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+UTC_TS = pa.timestamp("us", tz="UTC")
+
+CDR_SCHEMA = pa.schema([
+    ("cdr_id", pa.string()),
+    ("source", pa.string()),
+    ("source_file", pa.string()),
+    ("source_line", pa.int32()),
+    ("start_at", UTC_TS),
+    ("answer_at", UTC_TS),
+    ("end_at", UTC_TS),
+    ("duration_s", pa.int32()),
+    ("billsec_s", pa.int32()),
+    ("caller", pa.string()),
+    ("callee", pa.string()),
+    ("account_code", pa.string()),
+    ("channel", pa.string()),
+    ("dst_channel", pa.string()),
+    ("disposition", pa.string()),
+    ("direction", pa.string()),
+    ("call_type", pa.string()),
+    ("unique_id", pa.string()),
+])
+
+# A rated CDR is the normalized CDR plus who pays, which rate applied and what it cost.
+RATED_SCHEMA = pa.schema(list(CDR_SCHEMA) + [
+    ("account_id", pa.int64()),
+    ("service_id", pa.int64()),
+    ("rate_deck_id", pa.int64()),
+    ("rate_id", pa.int64()),
+    ("prefix", pa.string()),
+    ("destination", pa.string()),
+    ("zone", pa.string()),
+    ("billable_s", pa.int32()),
+    ("price_micro", pa.int64()),
+    ("rating_status", pa.string()),   # rated, unrated (no rate), unassigned (no service), free
+    ("rated_at", UTC_TS),
+])
+
+QUARANTINE_SCHEMA = pa.schema([
+    ("source", pa.string()),
+    ("source_file", pa.string()),
+    ("source_line", pa.int32()),
+    ("reason", pa.string()),
+    ("raw", pa.string()),
+    ("quarantined_at", UTC_TS),
+])
+
+DATASETS = {"cdrs": CDR_SCHEMA, "rated": RATED_SCHEMA, "quarantine": QUARANTINE_SCHEMA}
+
+
+def dataset_dir(lake_dir: Path, dataset: str) -> Path:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown lake dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    return lake_dir / dataset
+
+
+def write_partition(lake_dir: Path, dataset: str, month: str, table: pa.Table, name: str | None = None) -> Path:
+    """Write ``table`` as one Parquet file of ``dataset``'s ``month`` partition, atomically."""
+    table = table.cast(DATASETS[dataset])
+    folder = dataset_dir(lake_dir, dataset) / f"month={month}"
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{name or uuid.uuid4().hex}.parquet"
+    tmp = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def partition_files(lake_dir: Path, dataset: str, months: list[str] | None = None) -> list[Path]:
+    """The Parquet files of ``dataset`` (optionally only the given months), in name order."""
+    root = dataset_dir(lake_dir, dataset)
+    if not root.exists():
+        return []
+    folders = [root / f"month={m}" for m in months] if months else sorted(root.glob("month=*"))
+    return sorted(p for folder in folders if folder.exists() for p in folder.glob("*.parquet"))
+
+
+def scan_sql(lake_dir: Path, dataset: str, months: list[str] | None = None) -> str:
+    """A DuckDB table expression reading ``dataset``; an empty typed relation when no file exists."""
+    files = partition_files(lake_dir, dataset, months)
+    if files:
+        listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        return f"read_parquet([{listed}], hive_partitioning = false, union_by_name = true)"
+    return empty_relation_sql(DATASETS[dataset])
+
+
+_DUCK_TYPES = {
+    pa.string(): "VARCHAR", pa.int32(): "INTEGER", pa.int64(): "BIGINT", UTC_TS: "TIMESTAMPTZ",
+}
+
+
+def empty_relation_sql(schema: pa.Schema) -> str:
+    cols = ", ".join(f"CAST(NULL AS {_DUCK_TYPES[f.type]}) AS {f.name}" for f in schema)
+    return f"(SELECT {cols} WHERE false)"
+
+
+def connect_duckdb():
+    """An in-memory DuckDB connection with UTC as its time zone."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con

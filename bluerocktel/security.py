@@ -1,0 +1,132 @@
+"""Passwords, signed session cookies, API tokens and what each role may do."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bluerocktel.db.models import ApiToken, User
+from bluerocktel.vocabulary import STAFF_ROLES, Role
+
+SESSION_COOKIE = "brt_session"
+TOKEN_PREFIX = "brt_"
+
+_hasher = PasswordHasher()
+
+
+class AuthError(PermissionError):
+    """A refused sign-in, session or token."""
+
+
+def hash_password(password: str) -> str:
+    if len(password) < 8:
+        raise ValueError("a password needs at least 8 characters")
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# A hash of a random password, verified when the e-mail is unknown so that a sign-in takes
+# the same time whether or not the account exists.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def authenticate_password(session: Session, email: str, password: str) -> User:
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        verify_password(_DUMMY_HASH, password)
+        raise AuthError("unknown e-mail or wrong password")
+    if not user.active or not verify_password(user.password_hash, password):
+        raise AuthError("unknown e-mail or wrong password")
+    user.last_login_at = dt.datetime.now(dt.timezone.utc)
+    return user
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a signed-in user or an API token's user."""
+
+    user_id: int
+    email: str
+    role: Role
+    account_id: int | None
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+    @classmethod
+    def of(cls, user: User) -> "Principal":
+        return cls(user.id, user.email, Role(user.role), user.account_id)
+
+
+def _serializer(secret_key: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret_key, salt="bluerocktel.session")
+
+
+def sign_session(secret_key: str, user: User) -> str:
+    return _serializer(secret_key).dumps({"uid": user.id})
+
+
+def read_session(secret_key: str, cookie: str, max_age_s: int) -> int:
+    """The user id in a session cookie; AuthError when forged or expired."""
+    try:
+        data = _serializer(secret_key).loads(cookie, max_age=max_age_s)
+    except SignatureExpired:
+        raise AuthError("session expired") from None
+    except BadSignature:
+        raise AuthError("invalid session") from None
+    return int(data["uid"])
+
+
+def load_active_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None or not user.active:
+        raise AuthError("no such active user")
+    return user
+
+
+def create_api_token(session: Session, user: User, name: str, scopes: list[str] | None = None) -> str:
+    """Create a token for ``user``; returns the token text, which is never stored."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, name=name, token_prefix=token[:12],
+                         token_sha256=hashlib.sha256(token.encode()).hexdigest(), scopes=scopes or ["*"]))
+    return token
+
+
+def authenticate_token(session: Session, token: str) -> User:
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == digest))
+    if row is None or row.revoked_at is not None:
+        raise AuthError("invalid or revoked API token")
+    row.last_used_at = dt.datetime.now(dt.timezone.utc)
+    return load_active_user(session, row.user_id)
+
+
+# What each role may do; customers reach only their own account through the portal.
+PERMISSIONS: dict[Role, frozenset[str]] = {
+    Role.ADMIN: frozenset({"accounts:read", "accounts:write", "invoices:read", "billing:run", "billing:issue",
+                           "cdrs:import", "users:write", "audit:read", "tickets:write"}),
+    Role.BILLING: frozenset({"accounts:read", "invoices:read", "billing:run", "billing:issue", "cdrs:import"}),
+    Role.SUPPORT: frozenset({"accounts:read", "invoices:read", "tickets:write"}),
+    Role.SALES: frozenset({"accounts:read", "accounts:write"}),
+    Role.READ_ONLY: frozenset({"accounts:read", "invoices:read"}),
+    Role.CUSTOMER: frozenset({"portal"}),
+}
+
+
+def can(principal: Principal, permission: str) -> bool:
+    return permission in PERMISSIONS[principal.role]

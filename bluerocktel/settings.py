@@ -1,0 +1,72 @@
+"""Every setting of the workbench, in one table.
+
+Each setting is read from an environment variable ``BLUEROCKTEL_<NAME>``; the README's settings
+table is checked against :data:`SETTINGS` by ``tests/test_settings.py``. Secrets come from the
+environment (or a file the workbench generates in the data dir), never from committed files.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return f"BLUEROCKTEL_{self.name.upper()}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "./var", "Folder holding the SQLite file, the usage lake, documents and run records."),
+    Setting("database_url", "", "SQLAlchemy URL of the system of record; empty means SQLite `bluerocktel.db` in the data dir. PostgreSQL: `postgresql+psycopg://user@host/db`."),
+    Setting("secret_key", "", "Key signing session cookies; empty means a random key generated once and kept in `DATA_DIR/secret_key` (mode 600)."),
+    Setting("session_max_age_s", "28800", "Lifetime of a signed-in session, in seconds."),
+    Setting("cookie_secure", "0", "Set to 1 to mark the session cookie Secure (behind TLS)."),
+    Setting("default_country", "FR", "Country whose national numbering plan normalizes numbers without an international prefix."),
+    Setting("default_timezone", "Europe/Paris", "Time zone of CDR sources that do not say theirs."),
+    Setting("vat_rate", "0.20", "Default VAT rate applied to invoices (French standard rate)."),
+    Setting("payment_terms_days", "30", "Days between invoice date and due date for new accounts."),
+    Setting("host", "127.0.0.1", "Address `serve` and `dashboards` listen on."),
+    Setting("port", "8000", "Port of `serve` (API, portal, staff app)."),
+    Setting("dashboards_port", "8866", "Port of the Voila dashboards server."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def get_setting(name: str) -> str:
+    """The value of setting ``name``: its environment variable, else its default."""
+    setting = _BY_NAME[name]
+    return os.environ.get(setting.env_var, setting.default)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data dir: the argument, else ``BLUEROCKTEL_DATA_DIR``, else ``./var``; created if missing."""
+    path = Path(data_dir if data_dir is not None else get_setting("data_dir")).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def database_url(data_dir: Path) -> str:
+    return get_setting("database_url") or f"sqlite:///{data_dir / 'bluerocktel.db'}"
+
+
+def secret_key(data_dir: Path) -> str:
+    """The cookie-signing key: ``BLUEROCKTEL_SECRET_KEY``, else one generated once per data dir."""
+    configured = get_setting("secret_key")
+    if configured:
+        return configured
+    key_file = data_dir / "secret_key"
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return key_file.read_text().strip()

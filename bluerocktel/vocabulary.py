@@ -1,0 +1,148 @@
+"""The one vocabulary shared by the system of record and the usage lake (ids, enums, units)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    BILLING = "billing"
+    SUPPORT = "support"
+    SALES = "sales"
+    READ_ONLY = "read_only"
+    CUSTOMER = "customer"
+
+
+STAFF_ROLES = frozenset({Role.ADMIN, Role.BILLING, Role.SUPPORT, Role.SALES, Role.READ_ONLY})
+
+
+class AccountKind(StrEnum):
+    BUSINESS = "business"
+    CONSUMER = "consumer"
+
+
+class AccountStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    CLOSED = "closed"
+
+
+class VatRegime(StrEnum):
+    FR = "fr"                      # French VAT at the standard rate
+    EU_REVERSE_CHARGE = "eu_reverse_charge"
+    EXPORT = "export"
+
+
+class ContactRole(StrEnum):
+    BILLING = "billing"
+    TECHNICAL = "technical"
+    SIGNATORY = "signatory"
+    OTHER = "other"
+
+
+class ContractStatus(StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+class ProductKind(StrEnum):
+    RECURRING = "recurring"
+    ONE_OFF = "one_off"
+    USAGE = "usage"
+
+
+class ServiceStatus(StrEnum):
+    ORDERED = "ordered"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    TERMINATED = "terminated"
+
+
+class IdentifierKind(StrEnum):
+    """What identifies a service's CDRs."""
+
+    NUMBER = "number"             # E.164 caller number
+    DID = "did"                   # E.164 inbound number
+    ACCOUNT_CODE = "account_code"  # switch account code (Asterisk accountcode)
+    TRUNK = "trunk"               # trunk / channel name prefix
+
+
+class RateDeckKind(StrEnum):
+    SELL = "sell"
+    BUY = "buy"
+
+
+class BillingRunStatus(StrEnum):
+    RUNNING = "running"
+    PREVIEWED = "previewed"        # dry run finished
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class InvoiceKind(StrEnum):
+    INVOICE = "invoice"
+    CREDIT_NOTE = "credit_note"
+
+
+class InvoiceStatus(StrEnum):
+    ISSUED = "issued"
+    SENT = "sent"
+    PAID = "paid"
+    DISPUTED = "disputed"
+
+
+class InvoiceLineKind(StrEnum):
+    SUBSCRIPTION = "subscription"
+    ONE_OFF = "one_off"
+    USAGE = "usage"
+    ADJUSTMENT = "adjustment"
+
+
+class PaymentMethod(StrEnum):
+    TRANSFER = "transfer"
+    SEPA_DEBIT = "sepa_debit"
+    CARD = "card"
+    CHEQUE = "cheque"
+
+
+class TicketStatus(StrEnum):
+    NEW = "new"
+    OPEN = "open"
+    PENDING_CUSTOMER = "pending_customer"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class TicketPriority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class CallDirection(StrEnum):
+    OUT = "out"
+    IN = "in"
+    INTERNAL = "internal"
+
+
+class CallType(StrEnum):
+    VOICE = "voice"
+    SMS = "sms"
+    DATA = "data"
+
+
+class Disposition(StrEnum):
+    ANSWERED = "ANSWERED"
+    NO_ANSWER = "NO ANSWER"
+    BUSY = "BUSY"
+    FAILED = "FAILED"
+    CONGESTION = "CONGESTION"
+
+
+class CdrFileStatus(StrEnum):
+    IMPORTED = "imported"
+    DUPLICATE = "duplicate"       # the same bytes were imported before
+    FAILED = "failed"
