@@ -1,0 +1,60 @@
+"""Rated usage of a period, read from the lake with DuckDB and totalled per account and zone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bluerocktel import lake
+from bluerocktel.billing.charges import UsageTotal
+from bluerocktel.billing.periods import Period
+
+
+@dataclass
+class PeriodUsage:
+    """What the lake holds for a period: billable totals and the counts that need a look."""
+
+    rated: list[UsageTotal] = field(default_factory=list)        # rating_status = 'rated', with an account
+    unrated_calls: dict[int, int] = field(default_factory=dict)  # account_id -> calls with no rate
+    unassigned_calls: int = 0                                    # calls no service claimed
+
+    def rated_by_account(self) -> dict[int, list[UsageTotal]]:
+        by_account: dict[int, list[UsageTotal]] = {}
+        for total in self.rated:
+            by_account.setdefault(total.account_id, []).append(total)
+        return by_account
+
+
+def read_period_usage(lake_dir: Path, period: Period) -> PeriodUsage:
+    """Totals of the ``rated`` dataset for ``period`` (UTC ``start_at`` in ``[start, end)``).
+
+    A CDR rated more than once counts once, with its latest rating (``rated_at``), so re-rating
+    never bills a call twice.
+    """
+    source = lake.scan_sql(lake_dir, "rated", [period.label])
+    sql = f"""
+        WITH latest AS (
+            SELECT * FROM {source}
+            WHERE start_at >= ? AND start_at < ?
+            QUALIFY row_number() OVER (PARTITION BY cdr_id ORDER BY rated_at DESC NULLS LAST) = 1
+        )
+        SELECT rating_status, account_id, coalesce(zone, '') AS zone, count(*) AS calls,
+               coalesce(sum(billable_s), 0) AS billable_s, coalesce(sum(price_micro), 0) AS price_micro
+        FROM latest
+        GROUP BY ALL
+        ORDER BY account_id NULLS FIRST, zone, rating_status
+    """
+    con = lake.connect_duckdb()
+    try:
+        rows = con.execute(sql, [period.start_at, period.end_at]).fetchall()
+    finally:
+        con.close()
+    usage = PeriodUsage()
+    for status, account_id, zone, calls, billable_s, price_micro in rows:
+        if account_id is None or status == "unassigned":
+            usage.unassigned_calls += int(calls)
+        elif status == "rated":
+            usage.rated.append(UsageTotal(int(account_id), zone, int(calls), int(billable_s), int(price_micro)))
+        elif status == "unrated":
+            usage.unrated_calls[int(account_id)] = usage.unrated_calls.get(int(account_id), 0) + int(calls)
+    return usage

@@ -1,0 +1,76 @@
+"""The invoice PDF: branded, French by default, English on request; pypdf reads its key facts."""
+
+import datetime as dt
+import io
+from decimal import Decimal
+
+import pypdf
+import pytest
+
+from bluerocktel.db.models import Account, Brand, Invoice, InvoiceLine
+from bluerocktel.documents.invoice import logo_data_uri, render_invoice_html, render_invoice_pdf
+
+LOGO = '<svg xmlns="http://www.w3.org/2000/svg" width="120" height="40"><rect width="120" height="40" fill="#0b3d91"/></svg>'
+
+
+def make_invoice(language="fr", kind="business", vat_regime="fr", logo=LOGO, primary="#123456") -> Invoice:
+    brand = Brand(id=1, code="BRT", name="BlueRock Télécom", legal_name="BlueRock Télécom SAS", siren="123456789",
+                  vat_number="FR12123456789", address="1 rue de la Paix\n75002 Paris", primary_color=primary,
+                  accent_color="#f5a623", logo_svg=logo, iban="FR76 3000 6000 0112 3456 7890 189")
+    account = Account(id=1, number="C0001", name="Boulangerie Martin & Fils", address="3 place du Marché",
+                      postcode="69001", city="Lyon", country="FR", language=language, kind=kind,
+                      vat_regime=vat_regime, vat_number="FR99999999999")
+    lines = [
+        InvoiceLine(position=1, kind="subscription", description="Trunk SIP — Siège", quantity=Decimal(2),
+                    unit="month", unit_price_precise=Decimal("29.90"), amount_precise=Decimal("59.80"),
+                    amount_minor=5980, vat_rate=Decimal("0.20")),
+        InvoiceLine(position=2, kind="usage", description="Communications mobile : 3 appels, 4 min 05 s",
+                    quantity=Decimal(3), unit="call", unit_price_precise=None, amount_precise=Decimal("1.234567"),
+                    amount_minor=123, vat_rate=Decimal("0.20")),
+    ]
+    invoice = Invoice(number="FA-2026-000123", currency="EUR", period_start=dt.date(2026, 3, 1),
+                      period_end=dt.date(2026, 4, 1), issue_date=dt.date(2026, 4, 2), due_date=dt.date(2026, 5, 2),
+                      subtotal_minor=6103, vat_minor=1221, total_minor=7324)
+    invoice.brand, invoice.account, invoice.lines = brand, account, lines
+    return invoice
+
+
+def pdf_text(pdf: bytes) -> str:
+    reader = pypdf.PdfReader(io.BytesIO(pdf))
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    return text.replace("\u00a0", " ").replace("\u202f", " ")
+
+
+def test_french_invoice_pdf_shows_number_customer_total_and_legal_mentions():
+    pdf = render_invoice_pdf(make_invoice())
+    assert pdf.startswith(b"%PDF-")
+    text = pdf_text(pdf)
+    for expected in ("FA-2026-000123", "Boulangerie Martin & Fils", "Total TTC 73,24 €",
+                     "BlueRock Télécom SAS", "SIREN 123456789", "FR12123456789", "FR99999999999",
+                     "Date d'échéance 02/05/2026", "du 01/03/2026 au 31/03/2026", "29,90 €", "59,80 €",
+                     "TVA 20 % (sur 61,03 €) 12,21 €", "40 €", "FACTURE", "trois fois le taux d'intérêt légal"):
+        assert expected in text, expected
+
+
+def test_english_invoice_when_the_account_speaks_english():
+    text = pdf_text(render_invoice_pdf(make_invoice(language="en")))
+    for expected in ("INVOICE", "FA-2026-000123", "Total incl. VAT €73.24", "2026-03-01 to 2026-03-31", "€40"):
+        assert expected in text, expected
+    assert "FACTURE" not in text and "Date d" not in text
+
+
+def test_consumers_get_no_business_recovery_indemnity_and_reverse_charge_is_stated():
+    assert "40 €" not in pdf_text(render_invoice_pdf(make_invoice(kind="consumer")))
+    assert "Autoliquidation" in render_invoice_html(make_invoice(vat_regime="eu_reverse_charge"))
+
+
+def test_logo_and_colours_are_inlined_and_a_bad_colour_falls_back():
+    html = render_invoice_html(make_invoice())
+    assert logo_data_uri(LOGO) in html and "--primary: #123456" in html
+    html = render_invoice_html(make_invoice(primary="red;} body { display:none", logo=None))
+    assert "--primary: #0b3d91" in html and "data:image/svg" not in html
+
+
+@pytest.mark.parametrize("logo", ['<svg xmlns="http://www.w3.org/2000/svg"><image href="file:///etc/passwd"/></svg>'])
+def test_rendering_never_fetches_files_or_network(logo):
+    assert render_invoice_pdf(make_invoice(logo=logo)).startswith(b"%PDF-")
