@@ -146,3 +146,12 @@ class CdrFileStatus(StrEnum):
     IMPORTED = "imported"
     DUPLICATE = "duplicate"       # the same bytes were imported before
     FAILED = "failed"
+
+
+class RatingStatus(StrEnum):
+    """Outcome of rating one CDR (lake ``rated.rating_status``)."""
+
+    RATED = "rated"               # priced with a rate of the service's deck
+    UNRATED = "unrated"           # billable, but no rate matched: never free, price null
+    UNASSIGNED = "unassigned"     # no service identifier matched: nobody to bill
+    FREE = "free"                 # not billable (unanswered, 0 s, inbound or internal): price 0
