@@ -86,3 +86,8 @@ def wb(database_url, data_dir):
     workbench = Workbench.open(data_dir)
     yield workbench
     workbench.close()
+
+
+# The sample operator (two brands, accounts, users, invoices, calls) used by the API, web and
+# portal tests.
+from sample_operator import app, client, sample  # noqa: E402,F401  (fixtures)

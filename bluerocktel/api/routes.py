@@ -1,0 +1,177 @@
+"""REST API v1: accounts, invoices (with lines and PDF), billing runs.
+
+Authentication is a bearer API token (``bluerocktel token create``). Staff roles see what their
+role's permissions allow (:func:`bluerocktel.security.can`); a customer's token sees only its own
+account, and another account's objects answer 404 as if they did not exist. Lists are
+keyset-paginated: ``limit`` and an opaque ``cursor`` taken from the previous page's ``next_cursor``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import re
+from typing import Annotated, Iterator
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from bluerocktel.api.problems import ForbiddenError
+from bluerocktel.api.schemas import AccountOut, BillingRunOut, InvoiceDetailOut, InvoiceOut, Page
+from bluerocktel.db.models import Account, BillingRun, Invoice
+from bluerocktel.errors import NotFoundError, UserFacingError
+from bluerocktel.portal import resolve_document
+from bluerocktel.security import AuthError, Principal, authenticate_token, can
+from bluerocktel.vocabulary import Role
+
+router = APIRouter(prefix="/api/v1", tags=["v1"])
+
+_PROBLEMS = {401: {"description": "missing, invalid or revoked token"},
+             403: {"description": "the token's role may not do this"},
+             404: {"description": "no such object, or not visible to this token"}}
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    """One transaction per request (a token's ``last_used_at`` is written with it)."""
+    with request.app.state.wb.db.transaction() as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(db_session)]
+
+
+def current_principal(request: Request, session: DbSession) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("send an API token: Authorization: Bearer <token>")
+    return Principal.of(authenticate_token(session, token.strip()))
+
+
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+def account_scope(principal: Principal, permission: str) -> int | None:
+    """None when ``principal`` may read every account's rows, else the one account it may read."""
+    if can(principal, permission):
+        return None
+    if principal.role is Role.CUSTOMER and can(principal, "portal") and principal.account_id is not None:
+        return principal.account_id
+    raise ForbiddenError(f"role {principal.role.value!r} may not use this endpoint ({permission})")
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind == "id":
+            return int(value)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise UserFacingError(f"invalid cursor {cursor!r}: pass the next_cursor of the previous page")
+
+
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+
+
+@router.get("/accounts", response_model=Page[AccountOut], responses=_PROBLEMS)
+def list_accounts(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None):
+    """Accounts by id; a customer token lists only its own account."""
+    scope = account_scope(principal, "accounts:read")
+    query = select(Account).order_by(Account.id)
+    if scope is not None:
+        query = query.where(Account.id == scope)
+    after = decode_cursor(cursor)
+    if after is not None:
+        query = query.where(Account.id > after)
+    rows = session.scalars(query.limit(limit + 1)).all()
+    items = [AccountOut.of(a) for a in rows[:limit]]
+    return Page[AccountOut](items=items, limit=limit,
+                            next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
+
+
+@router.get("/accounts/{account_id}", response_model=AccountOut, responses=_PROBLEMS)
+def get_account(account_id: int, principal: Caller, session: DbSession):
+    scope = account_scope(principal, "accounts:read")
+    account = session.get(Account, account_id)
+    if account is None or (scope is not None and account.id != scope):
+        raise NotFoundError(f"no account {account_id}")
+    return AccountOut.of(account)
+
+
+_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+@router.get("/invoices", response_model=Page[InvoiceOut], responses=_PROBLEMS)
+def list_invoices(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
+                  account_id: Annotated[int | None, Query(description="only this account's invoices")] = None,
+                  period: Annotated[str | None, Query(description="billing period YYYY-MM (its first day)")] = None):
+    """Invoices and credit notes, newest first."""
+    scope = account_scope(principal, "invoices:read")
+    query = select(Invoice).order_by(Invoice.id.desc())
+    if scope is not None:
+        query = query.where(Invoice.account_id == scope)
+    if account_id is not None:
+        query = query.where(Invoice.account_id == account_id)
+    if period is not None:
+        match = _PERIOD.match(period)
+        if not match:
+            raise UserFacingError(f"period {period!r} is not YYYY-MM")
+        query = query.where(Invoice.period_start == dt.date(int(match[1]), int(match[2]), 1))
+    before = decode_cursor(cursor)
+    if before is not None:
+        query = query.where(Invoice.id < before)
+    rows = session.scalars(query.limit(limit + 1)).all()
+    items = [InvoiceOut.of(inv) for inv in rows[:limit]]
+    return Page[InvoiceOut](items=items, limit=limit,
+                            next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
+
+
+def _visible_invoice(session: Session, principal: Principal, invoice_id: int, with_lines: bool = False) -> Invoice:
+    scope = account_scope(principal, "invoices:read")
+    query = select(Invoice).where(Invoice.id == invoice_id)
+    if with_lines:
+        query = query.options(selectinload(Invoice.lines))
+    invoice = session.scalar(query)
+    if invoice is None or (scope is not None and invoice.account_id != scope):
+        raise NotFoundError(f"no invoice {invoice_id}")
+    return invoice
+
+
+@router.get("/invoices/{invoice_id}", response_model=InvoiceDetailOut, responses=_PROBLEMS)
+def get_invoice(invoice_id: int, principal: Caller, session: DbSession):
+    """One invoice with its lines; amounts in minor units of ``currency``."""
+    return InvoiceDetailOut.of(_visible_invoice(session, principal, invoice_id, with_lines=True))
+
+
+@router.get("/invoices/{invoice_id}/pdf", response_class=FileResponse, responses={
+    **_PROBLEMS, 200: {"content": {"application/pdf": {}}, "description": "the invoice PDF (Factur-X)"}})
+def get_invoice_pdf(invoice_id: int, principal: Caller, session: DbSession, request: Request):
+    invoice = _visible_invoice(session, principal, invoice_id)
+    path = resolve_document(request.app.state.wb, invoice.pdf_path, f"invoice {invoice.number}")
+    return FileResponse(path, media_type="application/pdf", filename=f"{invoice.number}.pdf",
+                        headers={"Cache-Control": "private, no-store"})
+
+
+@router.get("/billing-runs", response_model=Page[BillingRunOut], responses=_PROBLEMS)
+def list_billing_runs(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None):
+    """Billing runs, newest first (staff with ``invoices:read``)."""
+    if not can(principal, "invoices:read"):
+        raise ForbiddenError(f"role {principal.role.value!r} may not list billing runs")
+    query = select(BillingRun).order_by(BillingRun.id.desc())
+    before = decode_cursor(cursor)
+    if before is not None:
+        query = query.where(BillingRun.id < before)
+    rows = session.scalars(query.limit(limit + 1)).all()
+    items = [BillingRunOut.of(r) for r in rows[:limit]]
+    return Page[BillingRunOut](items=items, limit=limit,
+                               next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)

@@ -1,0 +1,159 @@
+"""rate_pending on a real workbench: system of record + lake, idempotent, audited."""
+
+import json
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from rating_builders import at, cdr, cdr_table
+
+from bluerocktel.cli import main
+from bluerocktel.db.models import (
+    Account,
+    AuditEntry,
+    Brand,
+    Product,
+    Rate,
+    RateDeck,
+    Service,
+    ServiceIdentifier,
+)
+from bluerocktel.errors import UserFacingError
+from bluerocktel.lake import connect_duckdb, partition_files, scan_sql, write_partition
+from bluerocktel.rating import rate_pending
+
+
+def seed(wb) -> dict:
+    """One account with one service identified by +33123456789, rated with deck FR-SELL."""
+    with wb.db.transaction() as s:
+        brand = Brand(code="BRT", name="BlueRock", legal_name="BlueRock SAS")
+        account = Account(number="C0001", brand=brand, name="ACME")
+        product = Product(code="VOIP", name="SIP trunk", kind="usage")
+        deck = RateDeck(code="FR-SELL", name="France sell", kind="sell")
+        unused = RateDeck(code="UNUSED", name="no service uses it", kind="sell")
+        s.add_all([brand, account, product, deck, unused])
+        s.flush()
+        s.add_all([
+            Rate(deck_id=deck.id, prefix="33", destination="France", zone="fr-fixed",
+                 price_per_minute=Decimal("0.0200"), first_increment_s=60, next_increment_s=60,
+                 valid_from=at("2026-01-01")),
+            Rate(deck_id=deck.id, prefix="336", destination="France mobile", zone="fr-mobile",
+                 price_per_minute=Decimal("0.1000"), connection_fee=Decimal("0.0150"),
+                 first_increment_s=30, next_increment_s=6, valid_from=at("2026-01-01")),
+            # more decimals than micro units: loaded as round_half_up(0.01234567, 6) = 0.012346
+            Rate(deck_id=deck.id, prefix="44", destination="United Kingdom", zone="europe",
+                 price_per_minute=Decimal("0.01234567"), first_increment_s=1, next_increment_s=1,
+                 valid_from=at("2026-01-01")),
+            Rate(deck_id=unused.id, prefix="1", destination="NANP", zone="world",
+                 price_per_minute=Decimal("9"), valid_from=at("2026-01-01")),
+        ])
+        service = Service(account_id=account.id, product_id=product.id, rate_deck_id=deck.id, label="trunk 1")
+        s.add(service)
+        s.flush()
+        s.add(ServiceIdentifier(service_id=service.id, kind="number", value="+33123456789",
+                                valid_from=at("2026-01-01")))
+        return {"account_id": account.id, "service_id": service.id, "deck_id": deck.id}
+
+
+SEPTEMBER = cdr_table(
+    cdr("+33145678901", start="2026-09-30 23:59:59", billsec_s=60),   # 33, 60/60: 20000
+)
+OCTOBER = cdr_table(
+    cdr("+33612345678", start="2026-10-01 09:00", billsec_s=31),      # 336, 30/6 -> 36 s: 60000 + 15000
+    cdr("+33612345678", start="2026-10-01 09:05", billsec_s=0),       # unanswered: free
+    cdr("+33145678901", start="2026-10-02 10:00", caller="+33999999999"),  # nobody's number: unassigned
+    cdr("+12125550100", start="2026-10-03 11:00"),                    # no rate in the deck: unrated
+    cdr("+447911123456", start="2026-10-04 12:00", billsec_s=7),      # 44, 1/1: 7 x 12346 / 60 = 1440.37 -> 1440
+)
+
+
+def rated_by_callee_and_start(wb) -> dict:
+    con = connect_duckdb()
+    rows = con.sql(f"SELECT * FROM {scan_sql(wb.lake_dir, 'rated')}").to_arrow_table().to_pylist()
+    return {(r["callee"], r["start_at"].isoformat()[:16]): r for r in rows}
+
+
+def test_rate_pending_rates_each_cdr_once_and_audits(wb):
+    ids = seed(wb)
+    write_partition(wb.lake_dir, "cdrs", "2026-09", SEPTEMBER)
+    write_partition(wb.lake_dir, "cdrs", "2026-10", OCTOBER)
+
+    summary = rate_pending(wb, actor="tester")
+
+    assert summary.as_dict() == {
+        "months": ["2026-09", "2026-10"], "considered": 6, "rated": 3, "unrated": 1, "unassigned": 1,
+        "free": 1, "total_price_micro": 20_000 + 75_000 + 1_440,
+    }
+    assert "rated 6 CDRs in 2026-09, 2026-10" in summary.describe()
+    assert len(partition_files(wb.lake_dir, "rated", ["2026-09"])) == 1
+    assert len(partition_files(wb.lake_dir, "rated", ["2026-10"])) == 1
+
+    rated = rated_by_callee_and_start(wb)
+    assert len(rated) == 6
+    got = {key: (r["rating_status"], r["prefix"], r["billable_s"], r["price_micro"]) for key, r in rated.items()}
+    assert got == {
+        ("+33145678901", "2026-09-30T23:59"): ("rated", "33", 60, 20_000),
+        ("+33612345678", "2026-10-01T09:00"): ("rated", "336", 36, 75_000),
+        ("+33612345678", "2026-10-01T09:05"): ("free", None, 0, 0),
+        ("+33145678901", "2026-10-02T10:00"): ("unassigned", None, None, None),
+        ("+12125550100", "2026-10-03T11:00"): ("unrated", None, None, None),
+        ("+447911123456", "2026-10-04T12:00"): ("rated", "44", 7, 1_440),
+    }
+    mobile = rated[("+33612345678", "2026-10-01T09:00")]
+    assert (mobile["account_id"], mobile["service_id"], mobile["rate_deck_id"]) == (
+        ids["account_id"], ids["service_id"], ids["deck_id"])
+    assert (mobile["destination"], mobile["zone"]) == ("France mobile", "fr-mobile")
+
+    # idempotent: nothing left to rate, no new file, no new audit entry
+    again = rate_pending(wb, actor="tester")
+    assert (again.considered, again.months, again.total_price_micro) == (0, [], 0)
+    assert again.describe().startswith("nothing to rate")
+    assert len(partition_files(wb.lake_dir, "rated")) == 2
+
+    with wb.db.session() as s:
+        entries = s.scalars(sa.select(AuditEntry).where(AuditEntry.action == "rating.run")).all()
+    assert len(entries) == 1
+    assert (entries[0].actor, entries[0].target_type, entries[0].target_id) == ("tester", "lake", "rated")
+    assert entries[0].details["considered"] == 6
+    assert entries[0].details["total_price_micro"] == 96_440
+    assert len(entries[0].details["files"]) == 2
+
+
+def test_new_cdrs_of_one_month_are_rated_alone(wb):
+    seed(wb)
+    write_partition(wb.lake_dir, "cdrs", "2026-09", SEPTEMBER)
+    write_partition(wb.lake_dir, "cdrs", "2026-10", OCTOBER)
+
+    assert rate_pending(wb, months=["2026-10"]).considered == 5
+    assert partition_files(wb.lake_dir, "rated", ["2026-09"]) == []
+
+    late = cdr_table(cdr("+33145678901", start="2026-10-31 23:00", billsec_s=121))   # 180 s at 0.02: 60000
+    write_partition(wb.lake_dir, "cdrs", "2026-10", late)
+    summary = rate_pending(wb)
+    assert (summary.months, summary.considered, summary.rated, summary.total_price_micro) == (
+        ["2026-09", "2026-10"], 2, 2, 20_000 + 60_000)
+    assert len(rated_by_callee_and_start(wb)) == 7
+
+
+def test_a_cdr_written_twice_is_rated_once(wb):
+    seed(wb)
+    write_partition(wb.lake_dir, "cdrs", "2026-09", SEPTEMBER)
+    write_partition(wb.lake_dir, "cdrs", "2026-09", SEPTEMBER)
+    assert rate_pending(wb).considered == 1
+
+
+def test_the_rate_command(wb, capsys):
+    seed(wb)
+    write_partition(wb.lake_dir, "cdrs", "2026-10", OCTOBER)
+    assert main(["rate", "--data-dir", str(wb.data_dir), "--period", "2026-10", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert (payload["considered"], payload["rated"], payload["total_price_micro"]) == (5, 2, 76_440)
+    assert main(["rate", "--data-dir", str(wb.data_dir)]) == 0
+    assert capsys.readouterr().out.startswith("nothing to rate")
+    assert main(["rate", "--data-dir", str(wb.data_dir), "--period", "2026-13"]) == 2
+
+
+def test_an_empty_lake_rates_nothing(wb):
+    assert rate_pending(wb).as_dict()["considered"] == 0
+    with pytest.raises(UserFacingError, match="not a month"):
+        rate_pending(wb, months=["October"])
