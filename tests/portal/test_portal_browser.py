@@ -8,33 +8,16 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import browser, needs_chromium, sign_in, sqlite_env, start_serve, stop  # noqa: F401
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--host-resolver-rules=MAP *.localhost 127.0.0.1"]
-REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(os.environ.get("BLUEROCKTEL_SCREENSHOTS", "/tmp/bluerocktel-screenshots"))
 LOAD_TIMES: dict[str, float] = {}
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (Debian package chromium)"),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +27,6 @@ def server(tmp_path_factory):
     from bluerocktel.workbench import Workbench
 
     data_dir = tmp_path_factory.mktemp("browser") / "data"
-    env = {k: v for k, v in os.environ.items() if k != "BLUEROCKTEL_DATABASE_URL"}
-    env.update(BLUEROCKTEL_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
     saved = os.environ.pop("BLUEROCKTEL_DATABASE_URL", None)
     try:
         wb = Workbench.open(data_dir)
@@ -54,38 +35,9 @@ def server(tmp_path_factory):
     finally:
         if saved is not None:
             os.environ["BLUEROCKTEL_DATABASE_URL"] = saved
-    port = _free_port()
-    log = open(data_dir / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "bluerocktel", "serve", "--data-dir", str(data_dir),
-                             "--host", "127.0.0.1", "--port", str(port)], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"server did not start:\n{(data_dir / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.2)
+    proc, port = start_serve(data_dir, sqlite_env(data_dir))
     yield {"port": port, "sample": sample, "password": PASSWORD, "log": data_dir / "server.log"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
+    stop(proc)
 
 
 def _url(server, host: str, path: str) -> str:
@@ -93,9 +45,7 @@ def _url(server, host: str, path: str) -> str:
 
 
 def _sign_in(page, server, email: str) -> None:
-    page.fill("#email", email)
-    page.fill("#password", server["password"])
-    page.click("button[type=submit]")
+    sign_in(page, email, server["password"])
 
 
 def _timed(name: str, action) -> float:
