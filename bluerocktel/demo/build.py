@@ -1,0 +1,316 @@
+"""Build a demo operator in the system of record, deterministically from a seed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from bluerocktel.audit import record_audit
+from bluerocktel.db.models import (
+    Account, AuditEntry, Brand, CdrSource, Contact, Contract, Product, Rate, RateDeck, Service, ServiceIdentifier, User,
+)
+from bluerocktel.demo import data
+from bluerocktel.demo.cdrs import MALFORMED_LINES, CallerLine, write_asterisk_master_csv
+from bluerocktel.errors import UserFacingError
+from bluerocktel.money import D
+from bluerocktel.security import hash_password
+from bluerocktel.vocabulary import (
+    AccountKind, ContactRole, ContractStatus, IdentifierKind, RateDeckKind, ServiceStatus,
+)
+
+PARIS = ZoneInfo("Europe/Paris")
+UTC = dt.timezone.utc
+DEMO_AUDIT_ACTION = "demo.build"
+DEMO_SOURCE = "demo-asterisk"
+
+
+@dataclass
+class DemoSummary:
+    """What :func:`build_demo` created; :meth:`describe` is the text printed to the operator."""
+
+    period: str
+    seed: int
+    brands: list[str]
+    accounts: int
+    business_accounts: int
+    consumer_accounts: int
+    services: int
+    identifiers: int
+    rates: int
+    activated_in_period: int
+    terminated_in_period: int
+    users: list[tuple[str, str]] = field(default_factory=list)   # (e-mail, role)
+    password: str = data.DEMO_PASSWORD
+    csv_path: str | None = None
+    cdrs_written: int = 0
+    malformed_lines: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        lines = [
+            f"demo operator for {self.period} (seed {self.seed}): brands {', '.join(self.brands)}",
+            f"  {self.accounts} accounts ({self.business_accounts} business, {self.consumer_accounts} consumer), "
+            f"{self.services} services, {self.identifiers} identifiers, {self.rates} rates",
+            f"  {self.activated_in_period} accounts activated and {self.terminated_in_period} terminated "
+            "during the period",
+        ]
+        if self.csv_path:
+            lines.append(f"  {self.cdrs_written} CDRs + {self.malformed_lines} malformed lines written to "
+                         f"{self.csv_path}")
+        lines.append(f"  sign in with any of these (password: {self.password}):")
+        lines += [f"    {email:<40} {role}" for email, role in self.users]
+        return "\n".join(lines)
+
+
+def previous_month(today: dt.date | None = None) -> str:
+    today = today or dt.date.today()
+    first = today.replace(day=1) - dt.timedelta(days=1)
+    return first.strftime("%Y-%m")
+
+
+def period_bounds(period: str) -> tuple[dt.date, dt.date]:
+    """``[first day, first day of next month)`` of ``YYYY-MM``."""
+    try:
+        start = dt.datetime.strptime(period, "%Y-%m").date()
+    except ValueError:
+        raise UserFacingError(f"period {period!r} is not YYYY-MM") from None
+    end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return start, end
+
+
+def luhn_check_digit(stem: str) -> str:
+    """The digit that makes ``stem`` + digit pass the Luhn check (SIREN/SIRET key)."""
+    total = 0
+    for i, ch in enumerate(reversed(stem)):
+        n = int(ch) * (2 if i % 2 == 0 else 1)
+        total += n - 9 if n > 9 else n
+    return str((10 - total % 10) % 10)
+
+
+def luhn_valid(number: str) -> bool:
+    return number.isdigit() and luhn_check_digit(number[:-1]) == number[-1]
+
+
+def fr_vat_number(siren: str) -> str:
+    """French intra-community VAT number of a SIREN: ``FR`` + 2-digit key + SIREN."""
+    return f"FR{(12 + 3 * (int(siren) % 97)) % 97:02d}{siren}"
+
+
+def _siren(rng: random.Random) -> str:
+    stem = f"{rng.randint(3, 9)}{rng.randint(0, 9_999_999):07d}"
+    return stem + luhn_check_digit(stem)
+
+
+def _utc_midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(0), tzinfo=PARIS).astimezone(UTC)
+
+
+def _add_months(day: dt.date, months: int) -> dt.date:
+    y, m = divmod(day.month - 1 + months, 12)
+    return dt.date(day.year + y, m + 1, min(day.day, 28))
+
+
+def find_demo(session) -> dict | None:
+    """The details of a previous :func:`build_demo` in this data dir, or None."""
+    entry = session.scalar(select(AuditEntry).where(AuditEntry.action == DEMO_AUDIT_ACTION)
+                           .order_by(AuditEntry.id.desc()).limit(1))
+    return dict(entry.details) if entry is not None else None
+
+
+def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None = None, seed: int = 7,
+               actor: str = "demo") -> DemoSummary:
+    """Create two brands, staff and customer users, a catalog, a sell rate deck and ``accounts``
+    accounts with contacts, contracts and services in an empty data dir; when ``cdrs`` > 0 also
+    write a month of Asterisk CDRs for them to ``DATA_DIR/incoming/Master.csv``.
+
+    Everything is drawn from ``random.Random(seed)`` (and numpy's generator seeded alike for the
+    CDRs), so the same seed, period and sizes give the same data and the same CSV bytes.
+    """
+    period = period or previous_month()
+    p_start, p_end = period_bounds(period)
+    if accounts < 1:
+        raise UserFacingError("the demo needs at least one account")
+    rng = random.Random(seed)
+    password_hash = hash_password(data.DEMO_PASSWORD)   # one hash for all demo users: it is demo data
+    users: list[tuple[str, str]] = []
+    with wb.db.transaction() as s:
+        if s.scalar(select(func.count()).select_from(Brand)):
+            raise UserFacingError("this data dir has brands already: build the demo in an empty data dir")
+        brands = []
+        for b in data.BRANDS:
+            fields = {k: v for k, v in b.items() if k != "siren_stem"}
+            siren = b["siren_stem"] + luhn_check_digit(b["siren_stem"])
+            brands.append(Brand(**fields, siren=siren, vat_number=fr_vat_number(siren)))
+        s.add_all(brands)
+        products = {code: Product(code=code, name=name, kind=kind, price=D(price), vat_rate=D("0.20"))
+                    for code, name, kind, price in data.PRODUCTS}
+        s.add_all(products.values())
+        deck = RateDeck(code=data.SELL_DECK[0], name=data.SELL_DECK[1], kind=RateDeckKind.SELL.value, currency="EUR")
+        rates_from = _utc_midnight(dt.date(p_start.year - 1, 1, 1))
+        deck.rates = [Rate(prefix=prefix, destination=dest, zone=zone, price_per_minute=D(price),
+                           connection_fee=D(fee), first_increment_s=first, next_increment_s=nxt, valid_from=rates_from)
+                      for prefix, dest, zone, price, fee, first, nxt in data.RATES]
+        s.add(deck)
+        s.add(CdrSource(name=DEMO_SOURCE, format="asterisk-csv", url="file://incoming/Master.csv", country="FR",
+                        timezone="Europe/Paris", options={"note": "demo Asterisk PBX platform"}))
+        for role, local, name in data.STAFF:
+            email = f"{local}@{data.STAFF_DOMAIN}"
+            s.add(User(email=email, name=name, password_hash=password_hash, role=role))
+            users.append((email, role))
+        s.flush()
+
+        counts = dict(business=0, consumer=0, services=0, identifiers=0, activated=0, terminated=0)
+        used_blocks: set[str] = set()
+
+        def number_block(zone: str) -> str:
+            while True:   # 7 digits after +33: zone, then 6; the block holds 100 numbers
+                block = f"{zone}{rng.randint(20, 99)}{rng.randint(0, 9999):04d}"
+                if block not in used_blocks:
+                    used_blocks.add(block)
+                    return "+33" + block
+
+        for i in range(1, accounts + 1):
+            number = f"C{i:06d}"
+            brand = rng.choices(brands, weights=data.BRAND_WEIGHTS)[0]
+            city, postcode, zone = rng.choice(data.CITIES)
+            kind = AccountKind.BUSINESS if rng.random() < 0.85 else AccountKind.CONSUMER
+            first, last = rng.choice(data.FIRST_NAMES), rng.choice(data.LAST_NAMES)
+            street = f"{rng.randint(1, 180)} {rng.choice(data.STREETS)}"
+            # lifecycle: a few accounts start or end inside the period, the others run all month
+            fate = rng.random()
+            if fate < 0.04:
+                start = p_start + dt.timedelta(days=rng.randint(3, (p_end - p_start).days - 5))
+                end = None
+                counts["activated"] += 1
+            else:
+                start = p_start - dt.timedelta(days=rng.randint(30, 3 * 365))
+                end = None
+                if fate > 0.97:
+                    end = p_start + dt.timedelta(days=rng.randint(3, (p_end - p_start).days - 5))
+                    counts["terminated"] += 1
+            domain = f"{rng.choice(['orange.fr', 'free.fr', 'gmail.com', 'laposte.net', 'sfr.fr'])}"
+            if kind is AccountKind.BUSINESS:
+                counts["business"] += 1
+                name = f"{rng.choice(data.COMPANY_STEMS)} {last} {rng.choice(data.COMPANY_SUFFIXES)}"
+                siren = _siren(rng)
+                slug = "".join(ch for ch in last.lower() if ch.isalpha())
+                domain = f"{slug}-{i}.fr"
+                account = Account(number=number, brand_id=brand.id, kind=kind.value, name=name, siren=siren,
+                                  vat_number=fr_vat_number(siren), email=f"compta@{domain}")
+            else:
+                counts["consumer"] += 1
+                account = Account(number=number, brand_id=brand.id, kind=kind.value, name=f"{first} {last}",
+                                  email=f"{first.lower()}.{last.lower()}{i}@{domain}".replace("é", "e")
+                                  .replace("è", "e").replace("ç", "c").replace("ï", "i"))
+            account.address, account.postcode, account.city = street, postcode, city
+            account.payment_method = "sepa_debit" if rng.random() < 0.6 else "transfer"
+            account.created_at = _utc_midnight(start)
+            account.contacts = [Contact(first_name=first, last_name=last, email=account.email,
+                                        role=ContactRole.BILLING.value)]
+            if kind is AccountKind.BUSINESS and rng.random() < 0.5:
+                tf, tl = rng.choice(data.FIRST_NAMES), rng.choice(data.LAST_NAMES)
+                account.contacts.append(Contact(first_name=tf, last_name=tl, email=f"it@{domain}",
+                                                role=ContactRole.TECHNICAL.value))
+            s.add(account)
+            s.flush()
+            term = rng.choice([12, 24, 36]) if kind is AccountKind.BUSINESS else 12
+            contract = Contract(account_id=account.id, reference=f"CT-{start.year}-{i:06d}",
+                                status=(ContractStatus.ENDED if end else ContractStatus.ACTIVE).value,
+                                start_date=start, end_date=end, term_months=term,
+                                commitment_end=_add_months(start, term), notice_days=30 if term == 12 else 90)
+            s.add(contract)
+            s.flush()
+
+            def service(code, label, quantity=1, deck_id=None, idents=()):
+                svc = Service(account_id=account.id, contract_id=contract.id, product_id=products[code].id,
+                              rate_deck_id=deck_id, label=label, quantity=quantity, activated_on=start,
+                              terminated_on=end,
+                              status=(ServiceStatus.TERMINATED if end else ServiceStatus.ACTIVE).value)
+                svc.identifiers = [ServiceIdentifier(kind=k.value, value=v, valid_from=_utc_midnight(start),
+                                                     valid_to=_utc_midnight(end) if end else None)
+                                   for k, v in idents]
+                s.add(svc)
+                counts["services"] += 1
+                counts["identifiers"] += len(idents)
+                return svc
+
+            if kind is AccountKind.BUSINESS:
+                block = number_block(zone)
+                main = block + "00"
+                if rng.random() < 0.75:
+                    channels = rng.choice([2, 2, 4, 4, 4, 6, 8, 10, 10, 15, 20, 30])
+                    service("SIP-CH", f"Trunk SIP {channels} canaux", channels, deck.id,
+                            [(IdentifierKind.ACCOUNT_CODE, number), (IdentifierKind.NUMBER, main),
+                             (IdentifierKind.TRUNK, f"trunk-{number.lower()}")])
+                    dids = max(2, min(99, channels * rng.choice([1, 2, 3])))
+                else:
+                    channels = 8
+                    service("3CX-PRO", "Standard 3CX hébergé", 1, deck.id,
+                            [(IdentifierKind.ACCOUNT_CODE, number), (IdentifierKind.NUMBER, main)])
+                    dids = rng.randint(3, 12)
+                service("DID", f"{dids} numéros SDA {main[:-2]}01-{dids:02d}", dids, None,
+                        [(IdentifierKind.DID, f"{block}{n:02d}") for n in range(1, dids + 1)])
+                if rng.random() < 0.85:
+                    if channels >= 10:
+                        service("FTTO-100", f"Fibre FTTO 100 Mb/s — {street}, {city}")
+                    else:
+                        service("FTTH-PRO", f"Fibre FTTH Pro — {street}, {city}")
+            else:
+                line_zone = "9" if rng.random() < 0.6 else zone
+                main = number_block(line_zone) + f"{rng.randint(0, 99):02d}"
+                service("BOX-FIBRE", "Box fibre + ligne fixe", 1, deck.id,
+                        [(IdentifierKind.ACCOUNT_CODE, number), (IdentifierKind.NUMBER, main)])
+            if p_start <= start < p_end:
+                service("INSTALL", "Mise en service")
+            account.phone = main
+            if i <= data.CUSTOMER_USERS:
+                email = f"client-{number.lower()}@{data.CUSTOMER_DOMAIN}"
+                s.add(User(email=email, name=account.name, password_hash=password_hash, role="customer",
+                           account_id=account.id))
+                users.append((email, "customer"))
+        s.flush()
+        summary = DemoSummary(
+            period=period, seed=seed, brands=[b.name for b in brands], accounts=accounts,
+            business_accounts=counts["business"], consumer_accounts=counts["consumer"],
+            services=counts["services"], identifiers=counts["identifiers"], rates=len(data.RATES),
+            activated_in_period=counts["activated"], terminated_in_period=counts["terminated"], users=users)
+        record_audit(s, actor, DEMO_AUDIT_ACTION, "demo", None, **{k: v for k, v in summary.as_dict().items()
+                                                                    if k not in ("users", "password")})
+    if cdrs > 0:
+        csv_path = wb.data_dir / "incoming" / "Master.csv"
+        result = write_demo_cdrs(wb, csv_path, period, cdrs, seed)
+        summary.csv_path, summary.cdrs_written, summary.malformed_lines = str(csv_path), result.cdrs, result.malformed
+    return summary
+
+
+def demo_callers(session) -> list[CallerLine]:
+    """Who places the demo's calls: every voice service with an account code, in account-code order."""
+    rows = session.execute(
+        select(Service, Product.code).join(Product, Product.id == Service.product_id)
+        .where(Service.rate_deck_id.is_not(None)).options(selectinload(Service.identifiers))).all()
+    callers = []
+    for svc, code in rows:
+        idents = {i.kind: i.value for i in svc.identifiers}
+        if IdentifierKind.ACCOUNT_CODE.value not in idents:
+            continue
+        weight = {"SIP-CH": 2 * svc.quantity, "3CX-PRO": 8}.get(code, 1)
+        callers.append(CallerLine(account_code=idents[IdentifierKind.ACCOUNT_CODE.value],
+                                  number=idents.get(IdentifierKind.NUMBER.value, ""),
+                                  trunk=idents.get(IdentifierKind.TRUNK.value, ""),
+                                  weight=weight, extensions=code in ("SIP-CH", "3CX-PRO"),
+                                  active_from=svc.activated_on, active_until=svc.terminated_on))
+    return sorted(callers, key=lambda c: c.account_code)
+
+
+def write_demo_cdrs(wb, path: Path, period: str, cdrs: int, seed: int, malformed: int = MALFORMED_LINES):
+    with wb.db.session() as s:
+        callers = demo_callers(s)
+    return write_asterisk_master_csv(path, callers, period, cdrs, seed=seed, malformed=malformed)

@@ -1,0 +1,246 @@
+"""The demo operator: deterministic, realistic, and its CDRs belong to its services."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from bluerocktel.db.models import (
+    Account, Brand, Contact, Contract, Rate, RateDeck, Service, ServiceIdentifier, User,
+)
+from bluerocktel.demo import (
+    DEMO_PASSWORD, MALFORMED_LINES, CallerLine, build_demo, demo_callers, run_demo, write_asterisk_master_csv,
+)
+from bluerocktel.demo.build import fr_vat_number, luhn_valid, period_bounds, previous_month
+from bluerocktel.errors import UserFacingError
+from bluerocktel.security import authenticate_password
+from bluerocktel.workbench import Workbench
+
+PERIOD = "2026-10"   # holds the switch back from summer time (25 October)
+
+
+def read_master(path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.reader(fh))
+
+
+def is_malformed(row: list[str]) -> bool:
+    return len(row) != 18 or not re.fullmatch(r"\d{4}-\d{2}-(0[1-9]|[12]\d|3[01]) ([01]\d|2[0-3]):[0-5]\d:[0-5]\d",
+                                              row[9])
+
+
+@pytest.fixture
+def demo(wb):
+    summary = build_demo(wb, accounts=40, cdrs=20_000, period=PERIOD, seed=7)
+    return wb, summary
+
+
+def test_demo_counts_match_the_system_of_record(demo):
+    wb, summary = demo
+    with wb.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Account)) == summary.accounts == 40
+        assert summary.business_accounts + summary.consumer_accounts == 40
+        assert summary.business_accounts > summary.consumer_accounts > 0
+        assert s.scalar(select(func.count()).select_from(Service)) == summary.services
+        assert s.scalar(select(func.count()).select_from(ServiceIdentifier)) == summary.identifiers
+        assert s.scalar(select(func.count()).select_from(Contract)) == 40
+        assert s.scalar(select(func.count()).select_from(Contact)) >= 40
+        assert s.scalar(select(func.count()).select_from(Rate)) == summary.rates
+        roles = Counter(s.scalars(select(User.role)))
+        assert {r: roles[r] for r in ["admin", "billing", "support", "sales", "read_only"]} == dict.fromkeys(
+            ["admin", "billing", "support", "sales", "read_only"], 1)
+        assert roles["customer"] == 5
+        admin = authenticate_password(s, "demo-admin@bluerock.localhost", DEMO_PASSWORD)
+        assert admin.role == "admin"
+        customer = authenticate_password(s, "client-c000001@client.localhost", DEMO_PASSWORD)
+        assert s.get(Account, customer.account_id).number == "C000001"
+    assert DEMO_PASSWORD in summary.describe() and "demo-admin@bluerock.localhost" in summary.describe()
+
+
+def test_demo_legal_data_and_numbers_are_well_formed(demo):
+    wb, _ = demo
+    with wb.db.session() as s:
+        brands = s.scalars(select(Brand).order_by(Brand.code)).all()
+        assert [b.name for b in brands] == ["Azur Connect", "BlueRock Télécom"]
+        assert "localhost" in brands[1].host_names and brands[0].host_names == ["espace.azur.localhost"]
+        assert brands[0].primary_color != brands[1].primary_color
+        assert len({b.invoice_prefix for b in brands}) == 2
+        for b in brands:
+            assert b.logo_svg.startswith("<svg") and luhn_valid(b.siren)
+            assert b.vat_number == fr_vat_number(b.siren) and re.fullmatch(r"FR\d{11}", b.vat_number)
+        for account in s.scalars(select(Account)):
+            assert re.fullmatch(r"C\d{6}", account.number)
+            assert account.city and account.postcode
+            if account.kind == "business":
+                assert luhn_valid(account.siren) and account.vat_number == fr_vat_number(account.siren)
+            else:
+                assert account.siren is None
+        for kind, value in s.execute(select(ServiceIdentifier.kind, ServiceIdentifier.value)):
+            if kind in ("number", "did"):
+                assert re.fullmatch(r"\+33[1-59]\d{8}", value), value
+            if kind == "account_code":
+                assert re.fullmatch(r"C\d{6}", value)
+        values = s.execute(select(ServiceIdentifier.kind, ServiceIdentifier.value)).all()
+        assert len(values) == len(set(values)), "identifiers are unique"
+        start, end = period_bounds(PERIOD)
+        activated = s.scalar(select(func.count()).select_from(Service).where(Service.activated_on >= start,
+                                                                              Service.activated_on < end))
+        terminated = s.scalar(select(func.count()).select_from(Service).where(Service.terminated_on >= start,
+                                                                               Service.terminated_on < end))
+        assert s.scalar(select(func.min(Service.activated_on))) < start
+        assert activated + terminated >= 0   # a 40-account demo may have none; the 300 one has both
+
+
+def test_rate_deck_is_realistic(demo):
+    wb, _ = demo
+    with wb.db.session() as s:
+        deck = s.scalar(select(RateDeck))
+        rates = {r.prefix: r for r in deck.rates}
+    for prefix in ["331", "332", "333", "334", "335", "339", "336", "337", "338", "44", "447", "1", "212", "213",
+                   "216", "32", "49", "34", "39"]:
+        assert prefix in rates, prefix
+    assert all(isinstance(r.price_per_minute, Decimal) and r.price_per_minute > 0 for r in rates.values())
+    assert (rates["44"].first_increment_s, rates["44"].next_increment_s) == (60, 60)
+    assert (rates["331"].first_increment_s, rates["331"].next_increment_s) == (1, 1)
+    assert (rates["336"].first_increment_s, rates["336"].next_increment_s) == (30, 6)
+    assert rates["338"].connection_fee > 0 and rates["331"].connection_fee == 0
+    assert rates["336"].price_per_minute > rates["331"].price_per_minute
+    assert all(r.valid_from < dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc) for r in rates.values())
+
+
+def test_cdrs_belong_to_services_and_their_active_days(demo):
+    wb, summary = demo
+    rows = read_master(summary.csv_path)
+    assert len(rows) == 20_000 + MALFORMED_LINES == summary.cdrs_written + summary.malformed_lines
+    assert sum(map(is_malformed, rows)) == MALFORMED_LINES == 6
+    assert Counter(len(r) for r in rows)[13] == MALFORMED_LINES // 2
+    with wb.db.session() as s:
+        callers = {c.account_code: c for c in demo_callers(s)}
+        codes = set(s.scalars(select(ServiceIdentifier.value).where(ServiceIdentifier.kind == "account_code")))
+        numbers = set(s.scalars(select(ServiceIdentifier.value).where(ServiceIdentifier.kind == "number")))
+    good = [r for r in rows if not is_malformed(r)]
+    assert {r[0] for r in good} <= codes
+    assert len({r[0] for r in good}) >= 0.8 * len(codes)
+    for r in good:
+        c = callers[r[0]]
+        day = dt.date.fromisoformat(r[9][:10])
+        assert day.strftime("%Y-%m") == PERIOD
+        assert (c.active_from is None or day >= c.active_from) and (c.active_until is None or day < c.active_until)
+        assert r[1] == "0" + c.number[3:] or re.fullmatch(r"2\d\d", r[1])
+        assert int(r[12]) >= int(r[13]) >= 0
+        assert (r[14] == "ANSWERED") == (r[10] != "") == (int(r[13]) > 0)
+        assert r[2].startswith("0") and r[2].isdigit()
+    assert {"0" + n[3:] for n in numbers} & {r[1] for r in good}
+
+
+def test_traffic_shares_are_realistic(demo):
+    _, summary = demo
+    good = [r for r in read_master(summary.csv_path) if not is_malformed(r)]
+    n = len(good)
+    share = lambda pred: sum(1 for r in good if pred(r)) / n  # noqa: E731
+    assert 0.66 < share(lambda r: r[14] == "ANSWERED") < 0.74
+    assert 0.25 < share(lambda r: r[14] in ("NO ANSWER", "BUSY")) < 0.32
+    assert 0.36 < share(lambda r: r[2][:2] in ("06", "07")) < 0.44
+    assert 0.10 < share(lambda r: r[2].startswith("00")) < 0.16
+    assert 0.01 < share(lambda r: r[2].startswith("08")) < 0.05
+    assert share(lambda r: dt.date.fromisoformat(r[9][:10]).weekday() >= 5) < 0.08
+    assert share(lambda r: 9 <= int(r[9][11:13]) < 18) > 0.75
+    assert share(lambda r: int(r[9][11:13]) < 6) == 0
+    talk = sorted(int(r[13]) for r in good if r[14] == "ANSWERED")
+    assert 45 < talk[len(talk) // 2] < 120           # median call of one to two minutes
+    assert len({r[16] for r in good}) == n            # unique ids are unique
+
+
+def test_same_seed_same_bytes(wb, tmp_path):
+    build_demo(wb, accounts=30, cdrs=0, period=PERIOD, seed=11)
+    with wb.db.session() as s:
+        callers = demo_callers(s)
+    a = write_asterisk_master_csv(tmp_path / "a.csv", callers, PERIOD, 5_000, seed=11)
+    b = write_asterisk_master_csv(tmp_path / "b.csv", callers, PERIOD, 5_000, seed=11)
+    c = write_asterisk_master_csv(tmp_path / "c.csv", callers, PERIOD, 5_000, seed=12)
+    data = (tmp_path / "a.csv").read_bytes()
+    assert data == (tmp_path / "b.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
+    assert a.lines == b.lines == 5_000 + MALFORMED_LINES and c.cdrs == 5_000
+
+
+def test_same_seed_same_demo_in_two_data_dirs(tmp_path, monkeypatch):
+    monkeypatch.delenv("BLUEROCKTEL_DATABASE_URL", raising=False)
+    outputs = []
+    for name in ["one", "two"]:
+        wb = Workbench.open(tmp_path / name)
+        try:
+            summary = build_demo(wb, accounts=25, cdrs=3_000, period=PERIOD, seed=5)
+            with wb.db.session() as s:
+                accounts = s.execute(select(Account.number, Account.name, Account.siren, Account.city)
+                                     .order_by(Account.number)).all()
+            outputs.append((open(summary.csv_path, "rb").read(), accounts,
+                            {k: v for k, v in summary.as_dict().items() if k != "csv_path"}))
+        finally:
+            wb.close()
+    assert outputs[0] == outputs[1]
+
+
+def test_build_refuses_a_data_dir_with_brands_and_run_refuses_a_foreign_one(wb):
+    with wb.db.transaction() as s:
+        s.add(Brand(code="REAL", name="Real Operator", legal_name="Real SAS"))
+    with pytest.raises(UserFacingError, match="brands already"):
+        build_demo(wb, accounts=3, cdrs=0, period=PERIOD)
+    with pytest.raises(UserFacingError, match="empty --data-dir"):
+        run_demo(wb, accounts=3, cdrs=100, period=PERIOD, out=lambda _text: None)
+
+
+def test_siren_and_vat_number_rules():
+    assert luhn_valid("542051180") and not luhn_valid("542051181")   # TotalEnergies SE
+    assert fr_vat_number("542051180") == "FR59542051180"
+
+
+def test_period_defaults_and_checks():
+    assert previous_month(dt.date(2026, 1, 15)) == "2025-12"
+    assert period_bounds("2024-02") == (dt.date(2024, 2, 1), dt.date(2024, 3, 1))
+    with pytest.raises(UserFacingError):
+        period_bounds("10/2026")
+
+
+def test_two_hundred_thousand_cdrs_are_fast(tmp_path):
+    callers = [CallerLine(account_code=f"C{i:06d}", number=f"+3314{i:07d}", weight=1 + i % 7,
+                          active_from=dt.date(2026, 10, 10) if i % 50 == 0 else None,
+                          active_until=dt.date(2026, 10, 20) if i % 60 == 1 else None) for i in range(1, 301)]
+    t0 = time.perf_counter()
+    summary = write_asterisk_master_csv(tmp_path / "Master.csv", callers, PERIOD, 200_000, seed=7)
+    elapsed = time.perf_counter() - t0
+    assert summary.lines == 200_000 + MALFORMED_LINES
+    assert elapsed < 10, f"200k CDRs took {elapsed:.1f} s"
+
+
+def test_importing_the_demo_and_reports_loads_no_ui_library():
+    code = ("import sys, bluerocktel.demo, bluerocktel.reports; "
+            "bad = [m for m in ('panel', 'ipywidgets', 'voila', 'papermill', 'IPython') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_run_demo_imports_rates_and_bills(wb):
+    for module in ["bluerocktel.mediation", "bluerocktel.rating", "bluerocktel.billing.pipeline"]:
+        pytest.importorskip(module, reason=f"{module} is not written yet")
+    printed: list[str] = []
+    try:
+        result = run_demo(wb, accounts=12, cdrs=2_000, period=PERIOD, seed=3, out=printed.append)
+    except ImportError as exc:   # a sibling package still being written; shows in the -ra summary
+        pytest.skip(f"mediation/rating/billing not importable yet: {exc}")
+    assert result["cdrs_imported"] == 2_000 and result["cdrs_quarantined"] == MALFORMED_LINES
+    assert sum(i["count"] for i in result["invoices"]) >= 10
+    assert "demo-admin@bluerock.localhost" in printed[-1] and DEMO_PASSWORD in printed[-1]
+    printed.clear()
+    again = run_demo(wb, accounts=12, cdrs=2_000, seed=3, out=printed.append)   # reuses the demo
+    assert printed[0].startswith("reusing the demo")
+    assert again["invoices"] == result["invoices"] and again["cdrs_imported"] == 2_000
