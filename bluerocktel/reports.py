@@ -164,24 +164,21 @@ def usage_by_zone(wb, period: str) -> pd.DataFrame:
 
 def traffic_by_hour(wb, period: str, timezone: str = "Europe/Paris") -> pd.DataFrame:
     """Normalized CDRs of ``period`` per local hour of day: calls, answered_calls, billsec_s, answer_rate."""
-    frame = _lake_frame(wb, "cdrs", period, """
-        SELECT CAST(hour(timezone(?, start_at)) AS INTEGER) AS hour,
-               CAST(count(*) AS BIGINT) AS calls,
-               CAST(count(*) FILTER (WHERE disposition = 'ANSWERED') AS BIGINT) AS answered_calls,
-               CAST(coalesce(sum(billsec_s), 0) AS BIGINT) AS billsec_s
-        FROM {src}
-        GROUP BY 1 ORDER BY 1""", [timezone])
-    return _with_answer_rate(frame)
+    return _traffic(wb, period, "CAST(hour(timezone(?, start_at)) AS INTEGER) AS hour", timezone)
 
 
 def traffic_by_day(wb, period: str, timezone: str = "Europe/Paris") -> pd.DataFrame:
     """Normalized CDRs of ``period`` per local day: day, calls, answered_calls, billsec_s, answer_rate."""
-    frame = _lake_frame(wb, "cdrs", period, """
-        SELECT CAST(timezone(?, start_at) AS DATE) AS day,
+    return _traffic(wb, period, "CAST(timezone(?, start_at) AS DATE) AS day", timezone)
+
+
+def _traffic(wb, period: str, key_sql: str, timezone: str) -> pd.DataFrame:
+    frame = _lake_frame(wb, "cdrs", period, f"""
+        SELECT {key_sql},
                CAST(count(*) AS BIGINT) AS calls,
                CAST(count(*) FILTER (WHERE disposition = 'ANSWERED') AS BIGINT) AS answered_calls,
                CAST(coalesce(sum(billsec_s), 0) AS BIGINT) AS billsec_s
-        FROM {src}
+        FROM {{src}}
         GROUP BY 1 ORDER BY 1""", [timezone])
     return _with_answer_rate(frame)
 

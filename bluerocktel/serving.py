@@ -51,6 +51,7 @@ def _raise_system_exit(signum, _frame):
 def voila_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "voila", "dashboards/", "--no-browser", f"--port={int(port)}",
             f"--Voila.ip={host}",
+            "--Voila.identity_provider_class=portal_app.voila_identity.SessionCookieIdentityProvider",
             f"--MappingKernelManager.cull_idle_timeout={KERNEL_CULL_IDLE_S}",
             f"--MappingKernelManager.cull_interval={KERNEL_CULL_INTERVAL_S}"]
 

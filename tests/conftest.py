@@ -91,3 +91,4 @@ def wb(database_url, data_dir):
 # The sample operator (two brands, accounts, users, invoices, calls) used by the API, web and
 # portal tests.
 from sample_operator import app, client, sample  # noqa: E402,F401  (fixtures)
+from browser_support import browser  # noqa: E402,F401  (fixture: headless Chromium)

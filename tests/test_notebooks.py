@@ -9,21 +9,23 @@ injected cell after it (as papermill does) setting the names it declares among `
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import nbformat
 import pytest
+from browser_support import free_port
 from nbclient import NotebookClient
 
+from sqlalchemy import select
+
 from bluerocktel import reports
+from bluerocktel.db.models import User
+from bluerocktel.security import SESSION_COOKIE, sign_session
+from bluerocktel.serving import start_dashboards, stop_process
 from bluerocktel.workbench import Workbench
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,48 +103,51 @@ def rendered_html(page: str) -> list[str]:
     return ["".join(h) if isinstance(h, list) else h for h in html]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _session_cookie(wb, email: str) -> dict[str, str]:
+    with wb.db.session() as s:
+        user = s.scalar(select(User).where(User.email == email))
+        return {SESSION_COOKIE: sign_session(wb.secret_key, user)}
 
 
 @pytest.mark.slow
-def test_voila_renders_the_revenue_dashboard(data_copy, tmp_path):
+def test_voila_serves_the_revenue_dashboard_to_signed_in_finance_staff_only(data_copy, tmp_path):
     wb = Workbench.open(data_copy, migrate=False)
     try:
         expected = reports.revenue_by_brand(wb, PERIOD)
+        billing = _session_cookie(wb, "demo-billing@bluerock.localhost")
+        sales = _session_cookie(wb, "demo-sales@bluerock.localhost")
+        port = free_port()
+        server = start_dashboards(wb, "127.0.0.1", port)     # what `serve --dashboards` starts
     finally:
         wb.close()
     assert not expected.empty, "the demo issued no invoice"
-    port = _free_port()
-    log = open(tmp_path / "voila.log", "w+")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-         str(ROOT / "dashboards")], cwd=tmp_path, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/voila/render/revenue.ipynb"
-    response, deadline = None, time.monotonic() + 180
+    deadline = time.monotonic() + 300
     try:
-        while response is None:   # retry until the server answers; each page view starts a kernel
-            assert server.poll() is None, f"voila exited: {(tmp_path / 'voila.log').read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "voila did not answer within 180 s"
+        while True:   # until the server answers
+            assert server.poll() is None, "voila exited"
+            assert time.monotonic() < deadline, "voila did not answer within 300 s"
             try:
-                response = httpx.get(url, timeout=httpx.Timeout(10, read=240))
+                anonymous = httpx.get(url, timeout=10)
+                break
             except httpx.TransportError:
-                time.sleep(1)
-        assert response.status_code == 200, response.text[-2000:]
-        html = "".join(rendered_html(response.text))
-        assert 'id="revenue-overview"' in html, f"no revenue table in the page: {response.text[-3000:]}"
+                time.sleep(0.5)
+        assert anonymous.status_code == 403                  # no session cookie
+        assert httpx.get(url, cookies={SESSION_COOKIE: "forged"}, timeout=10).status_code == 403
+        assert httpx.get(url, cookies=sales, timeout=10).status_code == 403   # staff, but no invoices:read
+        chunks = []
+        with httpx.stream("GET", url, cookies=billing, timeout=httpx.Timeout(10, read=120)) as response:
+            for chunk in response.iter_text():   # Voila streams the page cell by cell
+                chunks.append(chunk)
+                assert time.monotonic() < deadline, f"page not rendered in 300 s: {''.join(chunks)[-2000:]}"
+            status, page = response.status_code, "".join(chunks)
+        assert status == 200, page[-2000:]
+        html = "".join(rendered_html(page))
+        assert 'id="revenue-overview"' in html, f"no revenue table in the page: {page[-3000:]}"
         table = html[html.index('id="revenue-overview"'):]
         table = table[:table.index("</table>")]
         for brand, total in zip(expected["brand"], expected["total_eur"]):
             assert f"<td>{brand}</td>" in table and f"<td>{total}</td>" in table
-        assert "Traceback" not in response.text
+        assert "Traceback" not in page
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        stop_process(server)

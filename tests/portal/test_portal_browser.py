@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_support import browser, needs_chromium, sign_in, sqlite_env, start_serve, stop  # noqa: F401
+from browser_support import needs_chromium, sign_in, sqlite_env, start_serve, stop
 
 SCREENSHOTS = Path(os.environ.get("BLUEROCKTEL_SCREENSHOTS", "/tmp/bluerocktel-screenshots"))
 LOAD_TIMES: dict[str, float] = {}

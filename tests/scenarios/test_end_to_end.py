@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
+from playwright.sync_api import expect
 import sqlalchemy as sa
-from browser_support import REPO, browser, needs_chromium, sign_in, start_serve, stop  # noqa: F401
+from browser_support import REPO, needs_chromium, sign_in, start_serve, stop
 
 from bluerocktel import lake
 from bluerocktel.db.models import Account, Brand, Invoice, User
@@ -85,7 +85,7 @@ def test_demo_import_rate_bill_then_api_and_portal(database_url, tmp_path, brows
         page.goto(f"http://{host}:{port}/portal")
         sign_in(page, customer.email, DEMO_PASSWORD)
         page.get_by_text(own.number).wait_for(timeout=30_000)
-        assert page.locator(".brt-header").inner_text().count(brand.name) >= 1
+        expect(page.locator(".brt-header")).to_contain_text(brand.name)
         assert page.get_by_text(foreign.number).count() == 0
         with page.expect_download() as download:
             page.get_by_text("Download PDF").first.click()
@@ -98,7 +98,7 @@ def test_demo_import_rate_bill_then_api_and_portal(database_url, tmp_path, brows
         assert page.evaluate("u => fetch(u).then(r => r.status)", f"/portal/invoices/{foreign.id}.pdf") == 404
 
         page.get_by_text("Call log", exact=True).click()
-        page.get_by_text(f"{own_calls} calls").first.wait_for(timeout=15_000)
+        expect(page.get_by_text(f"{own_calls} calls").first).to_be_visible(timeout=15_000)
         context.close()
 
         other_host = next(h for h in other_brand.host_names if h.endswith(".localhost"))

@@ -62,7 +62,7 @@ def test_serve_with_dashboards_starts_and_stops_voila(tmp_path):
                             stderr=subprocess.DEVNULL)
     try:
         assert _wait_for(f"http://127.0.0.1:{port}/api/v1/openapi.json", proc) == 200
-        assert _wait_for(f"http://127.0.0.1:{voila_port}/", proc) == 200
+        assert _wait_for(f"http://127.0.0.1:{voila_port}/", proc) == 403   # up, and refusing without a session
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
