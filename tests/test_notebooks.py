@@ -121,7 +121,7 @@ def test_voila_serves_the_revenue_dashboard_to_signed_in_finance_staff_only(data
     finally:
         wb.close()
     assert not expected.empty, "the demo issued no invoice"
-    url = f"http://127.0.0.1:{port}/voila/render/revenue.ipynb"
+    url = f"http://127.0.0.1:{port}/voila/render/revenue.ipynb?period={PERIOD}"
     deadline = time.monotonic() + 300
     try:
         while True:   # until the server answers
@@ -148,6 +148,7 @@ def test_voila_serves_the_revenue_dashboard_to_signed_in_finance_staff_only(data
         table = table[:table.index("</table>")]
         for brand, total in zip(expected["brand"], expected["total_eur"]):
             assert f"<td>{brand}</td>" in table and f"<td>{total}</td>" in table
+        assert 'id="revenue-by-product"' in html            # the period asked for in the query string
         assert "Traceback" not in page
     finally:
         stop_process(server)
