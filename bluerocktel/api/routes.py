@@ -79,6 +79,17 @@ def decode_cursor(cursor: str | None) -> int | None:
     raise UserFacingError(f"invalid cursor {cursor!r}: pass the next_cursor of the previous page")
 
 
+def keyset_page(session: Session, query, model, out, cursor: str | None, limit: int, newest_first: bool = False):
+    """One page of ``query`` by id (ascending, or descending when ``newest_first``), as ``Page[out]``."""
+    last = decode_cursor(cursor)
+    if last is not None:
+        query = query.where(model.id < last if newest_first else model.id > last)
+    rows = session.scalars(query.order_by(model.id.desc() if newest_first else model.id).limit(limit + 1)).all()
+    items = [out.of(row) for row in rows[:limit]]
+    return Page[out](items=items, limit=limit,
+                     next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
+
+
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 
@@ -87,16 +98,10 @@ Cursor = Annotated[str | None, Query(description="next_cursor of the previous pa
 def list_accounts(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None):
     """Accounts by id; a customer token lists only its own account."""
     scope = account_scope(principal, "accounts:read")
-    query = select(Account).order_by(Account.id)
+    query = select(Account)
     if scope is not None:
         query = query.where(Account.id == scope)
-    after = decode_cursor(cursor)
-    if after is not None:
-        query = query.where(Account.id > after)
-    rows = session.scalars(query.limit(limit + 1)).all()
-    items = [AccountOut.of(a) for a in rows[:limit]]
-    return Page[AccountOut](items=items, limit=limit,
-                            next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
+    return keyset_page(session, query, Account, AccountOut, cursor, limit)
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut, responses=_PROBLEMS)
@@ -117,7 +122,7 @@ def list_invoices(principal: Caller, session: DbSession, limit: Limit = 50, curs
                   period: Annotated[str | None, Query(description="billing period YYYY-MM (its first day)")] = None):
     """Invoices and credit notes, newest first."""
     scope = account_scope(principal, "invoices:read")
-    query = select(Invoice).order_by(Invoice.id.desc())
+    query = select(Invoice)
     if scope is not None:
         query = query.where(Invoice.account_id == scope)
     if account_id is not None:
@@ -127,13 +132,7 @@ def list_invoices(principal: Caller, session: DbSession, limit: Limit = 50, curs
         if not match:
             raise UserFacingError(f"period {period!r} is not YYYY-MM")
         query = query.where(Invoice.period_start == dt.date(int(match[1]), int(match[2]), 1))
-    before = decode_cursor(cursor)
-    if before is not None:
-        query = query.where(Invoice.id < before)
-    rows = session.scalars(query.limit(limit + 1)).all()
-    items = [InvoiceOut.of(inv) for inv in rows[:limit]]
-    return Page[InvoiceOut](items=items, limit=limit,
-                            next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
+    return keyset_page(session, query, Invoice, InvoiceOut, cursor, limit, newest_first=True)
 
 
 def _visible_invoice(session: Session, principal: Principal, invoice_id: int, with_lines: bool = False) -> Invoice:
@@ -167,11 +166,4 @@ def list_billing_runs(principal: Caller, session: DbSession, limit: Limit = 50, 
     """Billing runs, newest first (staff with ``invoices:read``)."""
     if not can(principal, "invoices:read"):
         raise ForbiddenError(f"role {principal.role.value!r} may not list billing runs")
-    query = select(BillingRun).order_by(BillingRun.id.desc())
-    before = decode_cursor(cursor)
-    if before is not None:
-        query = query.where(BillingRun.id < before)
-    rows = session.scalars(query.limit(limit + 1)).all()
-    items = [BillingRunOut.of(r) for r in rows[:limit]]
-    return Page[BillingRunOut](items=items, limit=limit,
-                               next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
+    return keyset_page(session, select(BillingRun), BillingRun, BillingRunOut, cursor, limit, newest_first=True)
