@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from bluerocktel import reports
 from bluerocktel.db.models import User
+from bluerocktel.demo import run_demo
 from bluerocktel.security import SESSION_COOKIE, sign_session
 from bluerocktel.serving import start_dashboards, stop_process
 from bluerocktel.workbench import Workbench
@@ -43,12 +44,7 @@ def demo_dir(tmp_path_factory) -> Path:
         mp.setenv("BLUEROCKTEL_DATA_DIR", str(path))
         wb = Workbench.open(path)
         try:
-            from bluerocktel.demo import run_demo
-
-            try:
-                run_demo(wb, accounts=8, cdrs=1_500, period=PERIOD, seed=7, out=lambda _text: None)
-            except ImportError as exc:
-                pytest.skip(f"mediation/rating/billing not importable yet: {exc}")
+            run_demo(wb, accounts=8, cdrs=1_500, period=PERIOD, seed=7, out=lambda _text: None)
         finally:
             wb.close()
     return path

@@ -36,6 +36,7 @@ from bluerocktel.billing.usage import PeriodUsage, read_period_usage
 from bluerocktel.db.models import Account, BillingRun, Brand, Invoice, InvoiceLine, Service, utcnow
 from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.money import D
+from bluerocktel.rating import rate_pending
 from bluerocktel.settings import get_setting
 from bluerocktel.vocabulary import BillingRunStatus, InvoiceKind, InvoiceStatus
 from bluerocktel.workbench import Workbench
@@ -130,17 +131,9 @@ def prepare_run(data_dir: str | os.PathLike, period: str, dry_run: bool | str = 
                       brand_id=brand_id, issue_date=issue_date or _today(), actor=actor)
 
 
-def rate_usage(ctx: RunContext) -> dict | None:
-    """Rate the period's CDRs not rated yet, when the rating package is there."""
-    try:
-        from bluerocktel.rating import rate_pending
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("bluerocktel.rating",):
-            raise
-        ctx.rating = {"skipped": "bluerocktel.rating is not available"}
-        return ctx.rating
-    summary = rate_pending(ctx.wb, months=[ctx.period.label])
-    ctx.rating = summary.as_dict() if hasattr(summary, "as_dict") else {"result": str(summary)}
+def rate_usage(ctx: RunContext) -> dict:
+    """Rate the period's CDRs not rated yet."""
+    ctx.rating = rate_pending(ctx.wb, months=[ctx.period.label]).as_dict()
     return ctx.rating
 
 

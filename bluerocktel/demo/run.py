@@ -6,6 +6,7 @@ from typing import Callable
 
 from sqlalchemy import func, select
 
+from bluerocktel.billing.pipeline import run_billing_cycle
 from bluerocktel.db.models import BillingRun, Brand, CdrFile, Invoice
 from bluerocktel.demo.build import (
     DEMO_SOURCE, DemoSummary, build_demo, find_demo, period_bounds, previous_month, write_demo_cdrs,
@@ -13,7 +14,9 @@ from bluerocktel.demo.build import (
 from bluerocktel.demo.cdrs import MALFORMED_LINES
 from bluerocktel.demo.data import DEMO_PASSWORD
 from bluerocktel.errors import UserFacingError
+from bluerocktel.mediation import import_cdr_file
 from bluerocktel.money import format_minor
+from bluerocktel.rating import rate_pending
 from bluerocktel.settings import get_setting
 
 
@@ -53,11 +56,6 @@ def run_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None = 
     with wb.db.session() as s:
         imported_before = s.scalar(select(func.count()).select_from(CdrFile)
                                    .where(CdrFile.source == DEMO_SOURCE, CdrFile.status == "imported"))
-    # imported lazily: these packages are siblings that need not be importable to build a demo
-    from bluerocktel.billing.pipeline import run_billing_cycle
-    from bluerocktel.mediation import import_cdr_file
-    from bluerocktel.rating import rate_pending
-
     if not imported_before:
         written = write_demo_cdrs(wb, csv_path, period, cdrs, summary.seed, MALFORMED_LINES)
         out(f"wrote {written.cdrs} CDRs and {written.malformed} deliberately malformed lines to {csv_path}")

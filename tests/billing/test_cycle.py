@@ -209,15 +209,28 @@ def test_prepare_run_refuses_unknown_brand_and_bad_period(wb):
         prepare_run(wb.data_dir, "2026-03", True, run_id=ctx.run_id)
 
 
-def test_rate_usage_runs_the_rating_step_when_present(wb):
+def test_rate_usage_rates_the_periods_pending_cdrs(wb):
     from bluerocktel.billing.cycle import rate_usage
 
+    start = dt.datetime(2026, 3, 10, 9, 0, tzinfo=dt.timezone.utc)
+    pending = pa.Table.from_pylist([{
+        "cdr_id": "c" * 32, "source": "t", "source_file": "t.csv", "source_line": 1, "start_at": start,
+        "answer_at": start, "end_at": start + dt.timedelta(seconds=65), "duration_s": 65, "billsec_s": 60,
+        "caller": "+33999999999", "callee": "+33612345678", "account_code": "", "channel": "SIP/x",
+        "dst_channel": "SIP/y", "disposition": "ANSWERED", "direction": "out", "call_type": "voice",
+        "unique_id": "u1"}], schema=lake.CDR_SCHEMA)
+    lake.write_partition(wb.lake_dir, "cdrs", "2026-03", pending)
     ctx = prepare_run(wb.data_dir, "2026-03", "true")
     try:
         result = rate_usage(ctx)
+        again = rate_usage(ctx)
     finally:
         ctx.wb.close()
-    assert ctx.dry_run is True and isinstance(result, dict)
+    assert (result["considered"], result["unassigned"]) == (1, 1)    # nobody owns +33999999999
+    assert again["considered"] == 0                                    # rated once only
+    rated = lake.connect_duckdb().execute(
+        f"SELECT cdr_id, rating_status FROM {lake.scan_sql(wb.lake_dir, 'rated')}").fetchall()
+    assert rated == [("c" * 32, "unassigned")]
 
 
 def test_two_concurrent_runs_bill_each_account_once_with_gapless_numbers(wb):
