@@ -27,12 +27,147 @@ def cmd_migrate(args) -> int:
 
 
 def cmd_cdr_import(args) -> int:
+    from bluerocktel.errors import FormatError
     from bluerocktel.mediation import import_cdr_file
 
+    if bool(args.format) == bool(args.mapping):
+        raise FormatError("give either --format NAME or --mapping MAPPING.toml")
+    if args.mapping:
+        from bluerocktel.mediation.custom import load_mapping
+
+        fmt = load_mapping(Path(args.mapping))
+    else:
+        fmt = args.format
     wb = _workbench(args)
-    summary = import_cdr_file(wb, Path(args.file), args.format, source=args.source, actor="cli")
+    summary = import_cdr_file(wb, Path(args.file), fmt, source=args.source, actor="cli",
+                              timezone=args.timezone, country=args.country)
     _print(args, summary.as_dict(), summary.describe())
     return 0
+
+
+def cmd_cdr_formats(args) -> int:
+    from bluerocktel.mediation import FORMATS
+
+    specs = [FORMATS[name] for name in sorted(FORMATS)]
+    text = "\n".join(f"{s.name:16} {s.description}\n{'':16} record id: {s.fingerprint}" for s in specs)
+    text += "\n\ncustom formats: bluerocktel cdr import FILE --mapping MAPPING.toml (see the README)"
+    _print(args, {"formats": [s.as_dict() for s in specs]}, text)
+    return 0
+
+
+def cmd_quarantine_list(args) -> int:
+    from bluerocktel.mediation.quarantine import list_quarantine
+
+    wb = _workbench(args)
+    table = list_quarantine(wb, source=args.source, include_resolved=args.all, limit=args.limit)
+    rows = table.to_pylist()
+    text = "\n".join(f"{r['quarantine_id'][:12]} {r['source']} {r['source_file']}:{r['source_line']}: "
+                     f"{r['reason']}" + (f" [{r['outcome']}]" if r.get("outcome") else "") for r in rows)
+    _print(args, {"records": rows}, text or "the quarantine is empty")
+    return 0
+
+
+def cmd_quarantine_reprocess(args) -> int:
+    from bluerocktel.mediation.quarantine import reprocess_quarantine
+
+    wb = _workbench(args)
+    mapping = None
+    if args.mapping:
+        from bluerocktel.mediation.custom import load_mapping
+
+        mapping = load_mapping(Path(args.mapping))
+    summary = reprocess_quarantine(wb, source=args.source, format=mapping, actor="cli")
+    _print(args, summary.as_dict(), summary.describe())
+    return 0
+
+
+def _options(pairs: list[str]) -> dict:
+    from bluerocktel.errors import FormatError
+
+    out: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise FormatError(f"--option wants KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def cmd_source_add(args) -> int:
+    from sqlalchemy import select
+
+    from bluerocktel.audit import record_audit
+    from bluerocktel.db.models import CdrSource
+    from bluerocktel.errors import FormatError
+    from bluerocktel.mediation import format_spec
+
+    mapping = Path(args.mapping).read_text() if args.mapping else None
+    if mapping is not None:
+        from bluerocktel.mediation.custom import load_mapping
+
+        load_mapping(mapping)               # refuse a broken mapping now, not at the first file
+    else:
+        format_spec(args.format)
+    wb = _workbench(args)
+    with wb.db.transaction() as s:
+        if s.scalar(select(CdrSource).where(CdrSource.name == args.name)) is not None:
+            raise FormatError(f"CDR source {args.name!r} exists already")
+        source = CdrSource(name=args.name, format=args.format or "custom", url=args.url, mapping=mapping,
+                           country=args.country or get_setting("default_country"),
+                           timezone=args.timezone or get_setting("default_timezone"),
+                           options=_options(args.option), poll_interval_s=args.poll_interval)
+        s.add(source)
+        s.flush()
+        record_audit(s, "cli", "cdr_source.create", "cdr_source", source.id, name=args.name,
+                     format=source.format)
+    _print(args, {"name": args.name, "format": args.format or "custom"}, f"CDR source {args.name} added")
+    return 0
+
+
+def cmd_source_list(args) -> int:
+    from sqlalchemy import select
+
+    from bluerocktel.collectors import redact
+    from bluerocktel.db.models import CdrSource, CdrSourceState
+
+    wb = _workbench(args)
+    with wb.db.session() as s:
+        rows = []
+        for src in s.scalars(select(CdrSource).order_by(CdrSource.name)):
+            state = s.get(CdrSourceState, src.id)
+            rows.append({"name": src.name, "format": src.format, "url": redact(src.url) if src.url else None,
+                         "enabled": src.enabled, "timezone": src.timezone, "country": src.country,
+                         "cursor": state.cursor if state else None,
+                         "last_status": state.last_status if state else None,
+                         "last_run_at": state.last_run_at.isoformat() if state and state.last_run_at else None})
+    text = "\n".join(f"{r['name']:16} {r['format']:14} {r['url'] or '(push/manual)'}  "
+                     f"last run: {r['last_status'] or '-'}" for r in rows)
+    _print(args, {"sources": rows}, text or "no CDR sources")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from bluerocktel.collectors import collect, watch
+
+    wb = _workbench(args)
+    if args.watch:
+        def show(result):
+            _print(args, result.as_dict(), result.describe())
+            sys.stdout.flush()
+
+        watch(wb, [args.source] if args.source else None, interval_s=args.interval, rounds=args.rounds,
+              on_result=show)
+        return 0
+    if not args.source:
+        from bluerocktel.errors import FormatError
+
+        raise FormatError("name the CDR source to collect, or use --watch to poll all of them")
+    summary = collect(wb, args.source, actor="cli")
+    _print(args, summary.as_dict(), summary.describe())
+    return 0 if summary.status == "ok" else 1
 
 
 def cmd_rate(args) -> int:
@@ -139,11 +274,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     cdr = sub.add_parser("cdr", help="CDR mediation").add_subparsers(dest="cdr_command", required=True)
-    p = cdr.add_parser("import", parents=[common], help="import one CDR file")
+    p = cdr.add_parser("import", parents=[common], help="import one CDR file (plain, gzip or zip)")
     p.add_argument("file")
-    p.add_argument("--format", required=True, help="CDR format, e.g. asterisk-csv")
+    p.add_argument("--format", default=None, help="CDR format, e.g. asterisk-csv (see `cdr formats`)")
+    p.add_argument("--mapping", default=None, help="a custom format's mapping file (TOML)")
     p.add_argument("--source", default="default", help="CDR source (switch) name")
+    p.add_argument("--timezone", default=None, help="time zone of the file's local times")
+    p.add_argument("--country", default=None, help="national numbering plan, e.g. FR")
     p.set_defaults(func=cmd_cdr_import)
+    p = cdr.add_parser("formats", parents=[common], help="list the CDR formats")
+    p.set_defaults(func=cmd_cdr_formats)
+    quarantine = cdr.add_parser("quarantine", help="records that could not be imported").add_subparsers(
+        dest="quarantine_command", required=True)
+    p = quarantine.add_parser("list", parents=[common], help="list quarantined records")
+    p.add_argument("--source", default=None)
+    p.add_argument("--all", action="store_true", help="include records reprocessed since")
+    p.add_argument("--limit", type=int, default=None)
+    p.set_defaults(func=cmd_quarantine_list)
+    p = quarantine.add_parser("reprocess", parents=[common], help="import quarantined records again")
+    p.add_argument("--source", default=None)
+    p.add_argument("--mapping", default=None, help="read them with this mapping instead of their format")
+    p.set_defaults(func=cmd_quarantine_reprocess)
+
+    sources = sub.add_parser("source", help="CDR sources").add_subparsers(dest="source_command", required=True)
+    p = sources.add_parser("add", parents=[common], help="add a CDR source")
+    p.add_argument("name")
+    p.add_argument("--format", default=None, help="CDR format (or --mapping)")
+    p.add_argument("--mapping", default=None, help="custom format mapping file (TOML)")
+    p.add_argument("--url", default=None, help="sftp://user@host:port/dir, mysql://…, postgresql://…")
+    p.add_argument("--timezone", default=None)
+    p.add_argument("--country", default=None)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="collector option (repeatable; VALUE may be JSON)")
+    p.add_argument("--poll-interval", type=int, default=300, help="seconds between polls (--watch)")
+    p.set_defaults(func=cmd_source_add)
+    p = sources.add_parser("list", parents=[common], help="list CDR sources and their last run")
+    p.set_defaults(func=cmd_source_list)
+
+    p = sub.add_parser("collect", parents=[common], help="collect CDRs from a source (once, or --watch)")
+    p.add_argument("source", nargs="?", default=None)
+    p.add_argument("--watch", action="store_true", help="poll every enabled source until stopped")
+    p.add_argument("--interval", type=float, default=None, help="seconds between polls (default: per source)")
+    p.add_argument("--rounds", type=int, default=None, help="stop after this many polling rounds")
+    p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("rate", parents=[common], help="rate the CDRs not rated yet")
     p.add_argument("--period", default=None, help="only this month, YYYY-MM")

@@ -5,6 +5,7 @@ Layout under ``DATA_DIR/lake``::
     cdrs/month=YYYY-MM/<batch>.parquet        normalized CDRs (CDR_SCHEMA)
     rated/month=YYYY-MM/<batch>.parquet       rated CDRs (RATED_SCHEMA)
     quarantine/month=YYYY-MM/<batch>.parquet  records that could not be normalized (QUARANTINE_SCHEMA)
+    quarantine_resolved/month=YYYY-MM/<batch>.parquet  quarantined records reprocessed since
 
 Files are written to a temporary name and renamed, so a reader never sees half a file. The
 month is the UTC month of ``start_at``. Money is integer micro units (``*_micro``, 1e-6 of
@@ -33,6 +34,8 @@ dst_channel     string         destination channel / trunk
 disposition     string         ANSWERED, NO ANSWER, BUSY, FAILED, CONGESTION
 direction       string         out, in, internal
 call_type       string         voice, sms, data
+units           int64          what is billed besides time: 1 per SMS (or the message
+                               count), bytes for data; 0 for voice
 unique_id       string         the switch's own record id
 =============== ============== ======================================================
 """
@@ -66,6 +69,7 @@ CDR_SCHEMA = pa.schema([
     ("disposition", pa.string()),
     ("direction", pa.string()),
     ("call_type", pa.string()),
+    ("units", pa.int64()),
     ("unique_id", pa.string()),
 ])
 
@@ -84,16 +88,31 @@ RATED_SCHEMA = pa.schema(list(CDR_SCHEMA) + [
     ("rated_at", UTC_TS),
 ])
 
+# A record that could not be normalized: enough to read it again (raw text, or base64 of a
+# binary record, plus the header lines its format needs) and to say where it was.
 QUARANTINE_SCHEMA = pa.schema([
+    ("quarantine_id", pa.string()),   # SHA-256 (hex, 32) of source, file, line and raw
     ("source", pa.string()),
+    ("format", pa.string()),
     ("source_file", pa.string()),
-    ("source_line", pa.int32()),
+    ("source_line", pa.int32()),      # line, or record number in a binary/XML file
+    ("byte_offset", pa.int64()),      # where the record starts in a binary file; null for text
     ("reason", pa.string()),
     ("raw", pa.string()),
+    ("header", pa.string()),          # header lines the raw record is read with (null: none)
     ("quarantined_at", UTC_TS),
 ])
 
-DATASETS = {"cdrs": CDR_SCHEMA, "rated": RATED_SCHEMA, "quarantine": QUARANTINE_SCHEMA}
+# Quarantined records that a later reprocessing imported (or found already imported).
+QUARANTINE_RESOLVED_SCHEMA = pa.schema([
+    ("quarantine_id", pa.string()),
+    ("outcome", pa.string()),         # imported, duplicate
+    ("cdr_id", pa.string()),
+    ("resolved_at", UTC_TS),
+])
+
+DATASETS = {"cdrs": CDR_SCHEMA, "rated": RATED_SCHEMA, "quarantine": QUARANTINE_SCHEMA,
+            "quarantine_resolved": QUARANTINE_RESOLVED_SCHEMA}
 
 
 def dataset_dir(lake_dir: Path, dataset: str) -> Path:

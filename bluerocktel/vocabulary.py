@@ -143,9 +143,20 @@ class Disposition(StrEnum):
 
 
 class CdrFileStatus(StrEnum):
+    IMPORTING = "importing"       # records may be reaching the lake
     IMPORTED = "imported"
     DUPLICATE = "duplicate"       # the same bytes were imported before
-    FAILED = "failed"
+    FAILED = "failed"             # the whole file was refused (nothing of it is in the lake)
+    INTERRUPTED = "interrupted"   # killed while importing; the next import finished the job
+
+
+class Collector(StrEnum):
+    """How a CDR file or batch reached us (``cdr_files.collector``)."""
+
+    MANUAL = "manual"             # CLI or staff-app upload
+    SFTP = "sftp"
+    DATABASE = "database"
+    API = "api"
 
 
 class RatingStatus(StrEnum):

@@ -235,7 +235,13 @@ class ServiceIdentifier(Base):
 
 
 class CdrSource(TimestampMixin, Base):
-    """Where CDRs come from (a switch): format, collector URL, national rules."""
+    """Where CDRs come from (a switch): format, collector, national rules.
+
+    ``url`` says how they are collected: ``sftp://user@host:port/dir`` (SFTP polling),
+    ``mysql://…`` / ``mariadb://…`` / ``postgresql://…`` (the switch's CDR table), or empty
+    (pushed through the API or imported by hand). ``options`` holds the collector's settings
+    (documented in :mod:`bluerocktel.collectors`); ``mapping`` the TOML text of a custom format.
+    """
 
     __tablename__ = "cdr_sources"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -245,16 +251,37 @@ class CdrSource(TimestampMixin, Base):
     country: Mapped[str] = mapped_column(String(2), default="FR")
     timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
     options: Mapped[dict] = mapped_column(JSON, default=dict)
+    mapping: Mapped[str | None] = mapped_column(Text)
+    poll_interval_s: Mapped[int] = mapped_column(Integer, default=300)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+class CdrSourceState(Base):
+    """A collector's progress on one source: its cursor (high-water mark) and last run."""
+
+    __tablename__ = "cdr_source_states"
+    source_id: Mapped[int] = mapped_column(ForeignKey("cdr_sources.id"), primary_key=True)
+    cursor: Mapped[str | None] = mapped_column(Text)
+    last_run_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[str | None] = mapped_column(String(16))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class CdrFile(Base):
-    """One received CDR file: the ingestion ledger (same bytes twice are imported once)."""
+    """One received CDR file or batch: the ingestion ledger (same bytes twice are imported once).
+
+    A row is written ``importing`` before the first record reaches the lake and finished
+    (``imported``/``failed``) after the last; a row left ``importing`` by a killed import is
+    marked ``interrupted`` by the next import of the same bytes.
+    """
 
     __tablename__ = "cdr_files"
     id: Mapped[int] = mapped_column(primary_key=True)
     source: Mapped[str] = mapped_column(String(64))
+    collector: Mapped[str] = mapped_column(String(16), default="manual")
     file_name: Mapped[str] = mapped_column(String(500))
+    remote_path: Mapped[str | None] = mapped_column(String(1000))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     format: Mapped[str] = mapped_column(String(32))
@@ -264,6 +291,23 @@ class CdrFile(Base):
     duplicates: Mapped[int] = mapped_column(Integer, default=0)
     quarantined: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class IdempotencyKey(Base):
+    """A request made with an ``Idempotency-Key``: replayed, not re-executed, when sent again."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("principal", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    principal: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(200))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class BillingRun(Base):

@@ -26,12 +26,17 @@ ID_HEX_CHARS = 32
 
 @dataclass(frozen=True)
 class CdrIssue:
-    """One input record that could not be normalized: where it was, why, and its raw text."""
+    """One input record that could not be normalized: where it was, why, and its raw text.
+
+    ``line`` is the 1-based line (text formats) or record number (XML documents, BER records);
+    ``offset`` the record's byte offset in a binary file (``raw`` is then base64 of its bytes).
+    """
 
     file: str
     line: int
     reason: str
     raw: str
+    offset: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -88,7 +93,11 @@ def read_local_times(text: pa.Array | pa.ChunkedArray, fmt: str, timezone: str):
     The two readings differ only for wall times that occur twice (DST fall-back); when there
     is none (nearly always) both are the same array, computed once.
     """
-    naive = parse_wall_times(text, fmt)
+    return assume_local(parse_wall_times(text, fmt), timezone)
+
+
+def assume_local(naive, timezone: str):
+    """(first, second) UTC readings of naive wall-clock timestamps in ``timezone`` (module doc)."""
     try:
         first = pc.assume_timezone(naive, timezone=timezone, ambiguous="raise", nonexistent="latest")
         return first, first

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from bluerocktel.lake import CDR_SCHEMA
-from bluerocktel.mediation import asterisk
-from bluerocktel.mediation.asterisk import parse_asterisk_csv
+from bluerocktel.mediation.formats import asterisk
+from bluerocktel.mediation.formats.asterisk import parse_asterisk_csv
 from bluerocktel.mediation.records import CdrIssue, cdr_id
 
 from .asterisk_gen import generate_lines

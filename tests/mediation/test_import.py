@@ -150,7 +150,7 @@ def test_missing_file_is_a_clear_error(wb, tmp_path):
 
 
 def test_a_third_party_format_registers_through_the_same_door(wb, tmp_path):
-    from bluerocktel.mediation.asterisk import parse_asterisk_csv
+    from bluerocktel.mediation.formats.asterisk import parse_asterisk_csv
 
     def parse_semicolons(data: bytes, **kwargs):
         return parse_asterisk_csv(data.replace(b";", b","), **kwargs)
@@ -201,7 +201,7 @@ def test_cli_import_prints_json(wb, data_dir):
         "received": 20, "imported": 17, "duplicates": 1, "quarantined": 2, "status": "imported"}
     assert payload["issues"][0] == {"file": "Master.csv", "line": 13,
                                     "reason": "wrong column count: 6 (expected 16, 18 or 21)",
-                                    "raw": GOLDEN.read_text().splitlines()[12]}
+                                    "raw": GOLDEN.read_text().splitlines()[12], "offset": None}
     # the workbench of the test sees what the CLI wrote (same data dir, same database)
     assert len(lake_rows(wb)) == 17
     with wb.db.session() as s:

@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from bluerocktel.lake import CDR_SCHEMA
+from bluerocktel.mediation.formats import FormatSpec
 from bluerocktel.mediation.numbers import classify_direction_array, normalize_number_array
 from bluerocktel.mediation.records import (
     CdrIssue,
@@ -97,7 +98,7 @@ class _Context:
 
 
 def parse_asterisk_csv(data: bytes, *, file_name: str, source: str = "default",
-                       timezone: str | None = None, country: str | None = None,
+                       timezone: str | None = None, country: str | None = None, options=None,
                        ) -> tuple[pa.Table, list[CdrIssue]]:
     """Normalize the bytes of a Master.csv: a ``CDR_SCHEMA`` table and the issues, by line."""
     ctx = _Context(source, file_name, timezone or get_setting("default_timezone"),
@@ -368,6 +369,7 @@ def _normalize(raw: pa.Table, ctx: _Context) -> tuple[pa.Table, list[tuple[int, 
         "disposition": keep(disposition),
         "direction": classify_direction_array(caller, callee),
         "call_type": pa.repeat(pa.scalar(CallType.VOICE.value), n),
+        "units": pa.repeat(pa.scalar(0, pa.int64()), n),
         "unique_id": pc.if_else(pc.not_equal(uniqueid, ""), uniqueid, pa.scalar(None, pa.string())),
         # for the record key, computed on the whole batch (KEY_SQL)
         "_width": n_width,
@@ -395,3 +397,12 @@ def _word(reason: str, v: dict) -> str:
         "unknown disposition": f"{v['disposition']!r}",
     }
     return f"{reason}: {details[reason]}"
+
+
+FORMATS = [FormatSpec(
+    "asterisk-csv", parse_asterisk_csv,
+    description="Asterisk cdr_csv Master.csv (16, 18 or 21 columns), local times",
+    fingerprint="source + uniqueid (+ linkedid + sequence with 21 columns); without uniqueid: "
+                "source + start + src + dst + channel + dstchannel + duration + billsec",
+    extensions=(".csv",),
+)]

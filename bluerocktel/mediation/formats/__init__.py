@@ -1,0 +1,57 @@
+"""The CDR formats: one module per family, each declaring ``FORMATS: list[FormatSpec]``.
+
+Every module of this package is found and read at first use (:func:`builtin_formats`), so a new
+format is one new file. A parser takes the bytes of a file (or of a slice of it, cut at line
+ends, when the format is ``line_based``) and returns a ``CDR_SCHEMA`` table and its issues::
+
+    def parse(data: bytes, *, file_name: str, source: str, timezone: str, country: str,
+              options: Mapping) -> tuple[pyarrow.Table, list[CdrIssue]]
+
+Line numbers are those of ``data`` (1-based, header lines included); the importer shifts them
+to the whole file's. ``options`` are the CDR source's options (e.g. a 3CX column order).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Callable
+
+import pyarrow as pa
+
+ParseFn = Callable[..., tuple[pa.Table, list]]
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    name: str
+    parse: ParseFn
+    description: str = ""
+    fingerprint: str = ""          # which fields make the record id (shown by `cdr formats`)
+    line_based: bool = True        # may be cut at line ends into slices imported one by one
+    header_lines: int = 0          # first lines repeated at the head of every slice
+    extensions: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "fingerprint": self.fingerprint,
+                "line_based": self.line_based, "header_lines": self.header_lines,
+                "extensions": list(self.extensions)}
+
+
+_BUILTIN: dict[str, FormatSpec] | None = None
+
+
+def builtin_formats() -> dict[str, FormatSpec]:
+    """Every format declared by a module of this package, by name (imported once)."""
+    global _BUILTIN
+    if _BUILTIN is None:
+        found: dict[str, FormatSpec] = {}
+        for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            for spec in getattr(module, "FORMATS", ()):
+                if spec.name in found:
+                    raise RuntimeError(f"CDR format {spec.name!r} is declared twice ({info.name})")
+                found[spec.name] = spec
+        _BUILTIN = found
+    return _BUILTIN
