@@ -9,6 +9,15 @@ ends, when the format is ``line_based``) and returns a ``CDR_SCHEMA`` table and 
 
 Line numbers are those of ``data`` (1-based, header lines included); the importer shifts them
 to the whole file's. ``options`` are the CDR source's options (e.g. a 3CX column order).
+
+``raw_kind`` says what a quarantined record's ``raw`` holds, so it can be read again
+(``cdr quarantine reprocess``):
+
+- ``line``: one text line; the quarantined lines of a source are joined (after the
+  ``header_lines`` kept with them) and parsed together, so records split across files
+  (a Kamailio INVITE and its BYE) can meet;
+- ``document``: a standalone text document holding the one record (an XML ``<cdr>``);
+- ``binary``: base64 of the record's bytes, decodable alone (a BER record).
 """
 
 from __future__ import annotations
@@ -32,11 +41,12 @@ class FormatSpec:
     line_based: bool = True        # may be cut at line ends into slices imported one by one
     header_lines: int = 0          # first lines repeated at the head of every slice
     extensions: tuple[str, ...] = ()
+    raw_kind: str = "line"         # line | document | binary (module doc)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "fingerprint": self.fingerprint,
                 "line_based": self.line_based, "header_lines": self.header_lines,
-                "extensions": list(self.extensions)}
+                "extensions": list(self.extensions), "raw_kind": self.raw_kind}
 
 
 _BUILTIN: dict[str, FormatSpec] | None = None
