@@ -149,13 +149,14 @@ def normalize_batch(raw: pa.Table, *, file_name: str, source: str, timezone: str
     else:
         call_type = pa.chunked_array([pa.repeat(pa.scalar(CallType.VOICE.value), n)])
     units, units_ok = _integers(raw, "units", pa.int64())
+    default_units = pc.if_else(pc.equal(call_type, CallType.SMS.value), pa.scalar(1, pa.int64()),
+                               pa.scalar(0, pa.int64()))
     if units is None:
-        units = pc.if_else(pc.equal(call_type, CallType.SMS.value), pa.scalar(1, pa.int64()),
-                           pa.scalar(0, pa.int64()))
+        units = default_units
     else:
-        units = pc.if_else(pc.is_null(raw.column("units")),
-                           pc.if_else(pc.equal(call_type, CallType.SMS.value), 1, 0), units).cast(pa.int64())
-        checks.append(("unparseable units", pc.invert(units_ok), "units"))
+        given = pc.not_equal(pc.utf8_trim_whitespace(text("units")), "")   # null or blank: the default
+        units = pc.if_else(given, units, default_units)
+        checks.append(("unparseable units", pc.and_(given, pc.invert(units_ok)), "units"))
         checks.append(("negative units", _f(pc.less(units, 0)), "units"))
 
     if "direction" in names:
@@ -268,7 +269,7 @@ def _times(raw: pa.Table, name: str, time_format: str, timezone: str) -> tuple:
         if col.type.tz is not None:
             utc = pc.cast(col, UTC_TS)
             return utc, utc
-        return assume_local(pc.cast(col, pa.timestamp("us")), timezone)
+        return _utc(assume_local(pc.cast(col, pa.timestamp("us")), timezone))
     if not pa.types.is_string(col.type):
         col = pc.cast(col, pa.string())
     col = pc.utf8_trim_whitespace(pc.fill_null(col, ""))
@@ -282,7 +283,14 @@ def _times(raw: pa.Table, name: str, time_format: str, timezone: str) -> tuple:
         return ts, ts
     if time_format == "iso":
         return _iso_times(col, timezone)
-    return read_local_times(col, time_format, timezone)
+    return _utc(read_local_times(col, time_format, timezone))
+
+
+def _utc(readings: tuple) -> tuple:
+    """Both readings as UTC µs timestamps (one array when they are the same)."""
+    first, second = readings
+    first_utc = pc.cast(first, UTC_TS)
+    return (first_utc, first_utc) if second is first else (first_utc, pc.cast(second, UTC_TS))
 
 
 def _iso_times(col, timezone: str) -> tuple:
@@ -290,13 +298,12 @@ def _iso_times(col, timezone: str) -> tuple:
     iso = pc.replace_substring_regex(col, r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(\.\d+)?", r"\1 \2")
     has_offset = pc.match_substring_regex(iso, r"(Z|[+-]\d{2}:?\d{2})$")
     wall = pc.utf8_slice_codeunits(iso, 0, 19)
-    first, second = read_local_times(pc.if_else(has_offset, "", wall), "%Y-%m-%d %H:%M:%S", timezone)
+    first, second = _utc(read_local_times(pc.if_else(has_offset, "", wall), "%Y-%m-%d %H:%M:%S", timezone))
     offset_text = pc.replace_substring_regex(
         pc.replace_substring_regex(iso, r"Z$", "+0000"), r"([+-]\d{2}):?(\d{2})$", r"\1\2")
     exact = pc.strptime(pc.if_else(has_offset, offset_text, ""), format="%Y-%m-%d %H:%M:%S%z", unit="s",
                         error_is_null=True)
     exact = pc.cast(exact, UTC_TS)
-    first, second = pc.cast(first, UTC_TS), pc.cast(second, UTC_TS)
     return pc.if_else(has_offset, exact, first), pc.if_else(has_offset, exact, second)
 
 

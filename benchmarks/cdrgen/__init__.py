@@ -1,0 +1,1 @@
+"""CDR file generators for the benchmarks (one module per format family)."""
