@@ -11,6 +11,9 @@ Rules of :func:`normalize_number` (national rules from :data:`NATIONAL_PLANS`, F
 4. ``+`` and digits: already E.164, kept.
 5. ``00`` and digits: international prefix, becomes ``+``.
 6. National trunk prefix and the national number (``0`` + 9 digits in France): ``+33`` + the 9 digits.
+   The national number's length is a range for plans that are not closed (``0`` + 9 or 10
+   digits in the United Kingdom); a plan without trunk prefix (Spain) takes the bare national
+   number (9 digits) — never one starting with ``0``.
 7. Country code and the national number without ``+`` (``33`` + 9 digits): ``+`` is added.
 8. Anything else (``s``, ``anonymous``, ``*97``, a 9-digit number without prefix, …) is returned
    after steps 1–2, unchanged: it is not E.164 and rating treats it as such.
@@ -39,15 +42,28 @@ from bluerocktel.vocabulary import CallDirection
 
 @dataclass(frozen=True)
 class NationalPlan:
-    """A closed national numbering plan: fixed national number length after the trunk prefix."""
+    """A national numbering plan: the length range of the national number after the trunk prefix."""
 
     country_code: str      # "33"
-    trunk_prefix: str      # "0"
-    national_digits: int   # 9: digits after the trunk prefix
+    trunk_prefix: str      # "0" ("" where there is none)
+    national_digits: int   # 9: shortest national (significant) number after the trunk prefix
+    max_digits: int = 0    # longest (0: same as national_digits, a closed plan)
+
+    @property
+    def digits(self) -> tuple[int, int]:
+        return self.national_digits, max(self.national_digits, self.max_digits)
 
 
+# Countries of our operators' customers (ITU-T E.164 national plans; Italy is missing on purpose:
+# its fixed numbers keep their leading 0 after the country code, which these rules cannot tell).
 NATIONAL_PLANS: dict[str, NationalPlan] = {
     "FR": NationalPlan("33", "0", 9),
+    "BE": NationalPlan("32", "0", 8, 9),
+    "CH": NationalPlan("41", "0", 9),
+    "NL": NationalPlan("31", "0", 9),
+    "DE": NationalPlan("49", "0", 7, 11),
+    "GB": NationalPlan("44", "0", 9, 10),
+    "ES": NationalPlan("34", "", 9),
 }
 
 EXTENSION_DIGITS = (2, 6)   # inclusive length range of an internal extension
@@ -84,10 +100,10 @@ def normalize_number(raw: str, country: str = "FR") -> str:
             return text
         if text.startswith("00") and n > 2:
             return "+" + text[2:]
-        trunk, cc, nd = plan.trunk_prefix, plan.country_code, plan.national_digits
-        if n == len(trunk) + nd and text.startswith(trunk) and text[len(trunk)] != "0":
+        trunk, cc, (lo, hi) = plan.trunk_prefix, plan.country_code, plan.digits
+        if lo <= n - len(trunk) <= hi and text.startswith(trunk) and text[len(trunk)] != "0":
             return "+" + cc + text[len(trunk):]
-        if n == len(cc) + nd and text.startswith(cc) and text[len(cc)] != "0":
+        if lo <= n - len(cc) <= hi and text.startswith(cc) and text[len(cc)] != "0":
             return "+" + text
         return text
     return text
@@ -144,14 +160,18 @@ def normalize_number_array(raw: pa.Array | pa.ChunkedArray, country: str = "FR")
             return text
         return pc.if_else(mask, pc.binary_replace_slice(text, start=0, stop=cut, replacement=new_prefix), text)
 
-    trunk, cc, nd = plan.trunk_prefix, plan.country_code, plan.national_digits
+    trunk, cc, (lo, top) = plan.trunk_prefix, plan.country_code, plan.digits
     hi = EXTENSION_DIGITS[1]
+
+    def sized(extra: int):
+        return pc.and_(pc.greater_equal(length, extra + lo), pc.less_equal(length, extra + top))
+
     # "00" + anything longer than an extension (the zero test does not apply: "000…" is kept)
     intl = pc.and_(pc.and_(digits, pc.greater(length, hi)), pc.starts_with(text, "00"))
     if pc.any(intl).as_py():
         text = pc.if_else(intl, pc.binary_replace_slice(text, start=0, stop=2, replacement="+"), text)
-    text = rewrite(text, trunk, pc.equal(length, len(trunk) + nd), "+" + cc, len(trunk))
-    text = rewrite(text, cc, pc.equal(length, len(cc) + nd), "+" + cc, len(cc))
+    text = rewrite(text, trunk, sized(len(trunk)), "+" + cc, len(trunk))
+    text = rewrite(text, cc, sized(len(cc)), "+" + cc, len(cc))
     return text
 
 

@@ -61,6 +61,31 @@ def test_vectorized_normalization_agrees_with_the_reference():
     assert normalize_number_array(chunked).to_pylist() == got
 
 
+NATIONAL_CASES = [
+    # country, raw, normalized
+    ("BE", "02 123 45 67", "+3221234567"),        # Brussels, 8 digits after the 0
+    ("BE", "0470 12 34 56", "+32470123456"),      # mobile, 9 digits
+    ("BE", "32470123456", "+32470123456"),
+    ("CH", "044 123 45 67", "+41441234567"),
+    ("NL", "020-1234567", "+31201234567"),
+    ("GB", "020 7946 0123", "+442079460123"),     # London, 10 digits
+    ("GB", "01632 96012", "+44163296012"),        # 9-digit national number
+    ("DE", "030 1234567", "+49301234567"),
+    ("DE", "0049 30 1234567", "+49301234567"),
+    ("ES", "612 345 678", "+34612345678"),        # no trunk prefix: the bare 9 digits
+    ("ES", "912345678", "+34912345678"),
+    ("ES", "0612345678", "0612345678"),           # Spain has no 0 prefix: left as is
+    ("FR", "612345678", "612345678"),             # ...while in France 9 bare digits are unknown
+    ("ES", "201", "201"),                         # extensions first, whatever the country
+]
+
+
+@pytest.mark.parametrize("country,raw,expected", NATIONAL_CASES)
+def test_national_plans(country, raw, expected):
+    assert normalize_number(raw, country) == expected
+    assert normalize_number_array(pa.array([raw]), country).to_pylist() == [expected]
+
+
 def test_unknown_country_is_refused():
     with pytest.raises(ValueError, match="no national numbering plan for country 'ZZ'"):
         normalize_number("0612345678", country="ZZ")
