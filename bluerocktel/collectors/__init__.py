@@ -139,6 +139,17 @@ def save_state(wb, source_id: int, summary: CollectSummary) -> None:
         state.last_error = summary.error
 
 
+def _record_failure(wb, source_name: str, summary: CollectSummary) -> None:
+    from sqlalchemy import select
+
+    from bluerocktel.db.models import CdrSource
+
+    with wb.db.session() as s:
+        source_id = s.scalar(select(CdrSource.id).where(CdrSource.name == source_name))
+    if source_id is not None:
+        save_state(wb, source_id, summary)
+
+
 def watch(wb, sources: list[str] | None = None, *, interval_s: float | None = None,
           rounds: int | None = None, on_result: Callable[[CollectSummary], None] | None = None,
           sleep: Callable[[float], None] = time.sleep) -> int:
@@ -165,6 +176,7 @@ def watch(wb, sources: list[str] | None = None, *, interval_s: float | None = No
                 except Exception as exc:   # a broken source must not stop the others
                     result = CollectSummary(source=name, collector="?", status="failed",
                                             error=f"{type(exc).__name__}: {exc}")
+                    _record_failure(wb, name, result)
                 runs += 1
                 if on_result:
                     on_result(result)

@@ -1,0 +1,1 @@
+"""Collector tests (SFTP against a real sshd, databases)."""
