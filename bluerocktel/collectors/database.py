@@ -50,10 +50,11 @@ How a run reads (the cursor, JSON in ``cdr_source_states.cursor``:
    to 5 minutes; raise ``overlap_s`` to your longest call, or use an ``id_column``. Index the
    time column (``CREATE INDEX cdr_end ON cdr ("end")``; Asterisk's current table has no index).
 2. **The high-water mark** is the largest time value read so far. Each run reads the rows whose
-   time is > mark − ``overlap_s`` (all rows on the first run; rows whose time is NULL are never
-   read), in time order, in pages of ``batch_size`` (keyset pagination on the time: a page never
-   splits the rows of one time value — it ends before the last value, which the next page
-   starts with; a page whose rows all share one time takes every row of that time).
+   time is > mark − ``overlap_s`` (all rows on the first run; rows whose time is NULL, MySQL's
+   zero date or PostgreSQL's ±infinity are never read), in time order, in pages of
+   ``batch_size`` (keyset pagination on the time: a page never splits the rows of one time
+   value — it ends before the last value, which the next page starts with; a page whose rows
+   all share one time takes every row of that time).
    With wall-clock columns, when the zone falls back (autumn) within 2 hours after the mark,
    the window reaches back by the size of the change (1 hour) more: rows written after the
    change carry wall times up to an hour below the mark.
@@ -76,7 +77,17 @@ How a run reads (the cursor, JSON in ``cdr_source_states.cursor``:
    at its last page.
 
 A changed table, schema or time column (options edited) starts the cursor afresh: the table is
-read again from its start and the record dedup counts what was already imported.
+read again from its start and the record dedup counts what was already imported. Two runs of
+one source (``collect`` beside ``collect --watch``) take turns (a lock per source).
+
+Speed: rows are fetched as the server's text, not through the driver's per-value conversions:
+MySQL/MariaDB build one ``JSON_OBJECT`` per row, read by ``pyarrow.json``; PostgreSQL sends
+``COPY (SELECT …) TO STDOUT`` CSV, read by ``pyarrow.csv`` (client CPU for 100,000 rows:
+0.35 s instead of 1.15 s with PyMySQL tuples, 0.09 s instead of 0.30 s with psycopg tuples).
+Measured on a 2-core machine shared with other test runs (load 4 to 8), 500,000 rows of the
+current schema, first read, median of 3: MariaDB 38,600 rows/s, PostgreSQL 79,700 rows/s
+(best runs 86,000 and 113,000); an idle poll (50 rows of overlap re-read) 140 to 200 ms.
+A 50,000-row page is about 10.7 MB of Arrow IPC in memory; the lake keeps about 57 bytes a CDR.
 
 Failures never raise: a missing password variable, an unreachable server, an unknown database
 or table, a table without the needed columns or an import that fails make the run ``failed``
@@ -94,9 +105,10 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bluerocktel.collectors import CollectSummary, redact, save_state
-from bluerocktel.mediation.formats.asterisk_db import COLUMNS, FORMAT_NAME, TIME_COLUMNS, normalize_rows, row_json
+from bluerocktel.mediation.formats.asterisk_db import COLUMNS, FORMAT_NAME, TIME_COLUMNS, normalize_rows, read_times
 from bluerocktel.vocabulary import Collector
 
 DEFAULTS = {"table": "cdr", "schema": "auto", "overlap_s": 300, "batch_size": 50_000, "column_map": {},
@@ -217,7 +229,7 @@ def collect(wb, source, actor: str = "collector") -> CollectSummary:
             with engine.connect() as conn:
                 step = f"reading the columns of table {settings.table}"
                 plan = plan_table(conn, settings)
-                run.start(cursor, plan, settings, mysql=conn.dialect.name in ("mysql", "mariadb"))
+                run.start(cursor, plan, settings)
                 step = f"reading rows of table {settings.table}"
                 run.read(conn, plan, settings, host=url.host or "localhost", database=url.database)
     except Exception as exc:               # noqa: BLE001 - never raise for a source (package doc)
@@ -251,7 +263,8 @@ def _engine(url, settings: Settings):
     else:
         given = url.query.get("options", "")            # e.g. ?options=-csearch_path%3Dasterisk
         given = " ".join(given) if isinstance(given, tuple) else given
-        args = {"connect_timeout": settings.connect_timeout_s, "options": f"{given} -c TimeZone=UTC".strip()}
+        args = {"connect_timeout": settings.connect_timeout_s,
+                "options": f"{given} -c TimeZone=UTC -c DateStyle=ISO".strip()}
     return sa.create_engine(url, poolclass=NullPool, connect_args=args)
 
 
@@ -292,7 +305,7 @@ def plan_table(conn, settings: Settings) -> TablePlan:
     for name in TIME_COLUMNS:
         if name in present:
             typ = present[name]["type"]
-            if not isinstance(typ, (sa.DateTime, sa.Date)):
+            if not isinstance(typ, sa.DateTime):
                 raise CollectorSetupError(f"column {present[name]['name']!r} ({name}) is {typ}, not a date-time type")
             exact[name] = isinstance(typ, sa.TIMESTAMP) if mysql else bool(getattr(typ, "timezone", False))
     id_column = None
@@ -337,53 +350,28 @@ class _Run:
         self.wb, self.source, self.actor, self.summary = wb, source, actor, summary
         self.importing = False
         self.cursor: dict = {}
-        self.mark = None                 # the high-water mark, as the driver returns the time column
+        self.mark = None                 # the high-water mark: naive wall time, or aware (exact)
         self.last_id: int | None = None
-        self.mysql = False
-        self.exact_naive = False         # marks are naive UTC (MySQL TIMESTAMP): stored with +00:00
 
-    def start(self, stored: dict, plan: TablePlan, settings: Settings, mysql: bool) -> None:
+    def start(self, stored: dict, plan: TablePlan, settings: Settings) -> None:
         """Take the stored cursor, unless it was made for another table, schema or time column."""
-        self.mysql = mysql
-        self.exact_naive = plan.exact and mysql
         self.cursor = {"table": settings.table, "schema": plan.schema,
                        "time_column": plan.actual(plan.time_column), "exact": plan.exact}
-        same = all(stored.get(k) == v for k, v in self.cursor.items())
-        if same:
-            self.mark = _from_iso(stored.get("mark"), naive_utc=mysql)
+        if all(stored.get(k) == v for k, v in self.cursor.items()):
+            self.mark = _from_iso(stored.get("mark"))
             self.last_id = stored.get("last_id") if plan.id_column else None
             self.summary.cursor = self._dump()
 
     def _dump(self) -> str:
-        mark = _iso(self.mark, exact_naive=self.exact_naive) if self.mark is not None else None
-        return json.dumps({**self.cursor, "mark": mark, "last_id": self.last_id})
+        return json.dumps({**self.cursor, "mark": _iso(self.mark) if self.mark is not None else None,
+                           "last_id": self.last_id})
 
     def read(self, conn, plan: TablePlan, settings: Settings, *, host: str, database: str) -> None:
         """The id pass, then the time window in pages (module doc)."""
-        dbapi = conn.connection.dbapi_connection
-        quote = conn.dialect.identifier_preparer.quote
-        schema_name, _, table = settings.table.rpartition(".")
-        table_sql = (quote(schema_name) + "." if schema_name else "") + quote(table)
-        columns_sql = ", ".join(f"{quote(actual)} AS {quote(name)}" for name, actual in plan.select)
-        time_sql = quote(plan.actual(plan.time_column))
-        id_sql = quote(plan.id_column) if plan.id_column else None
-        names = [name for name, _ in plan.select]
-        ti = names.index(plan.time_column)
-        ii = names.index("id") if plan.id_column else None
-        label = f"{table}@{host}/{database}"
+        fetcher = _Fetcher(conn, plan, settings, self.source.timezone)
+        time_sql, id_sql = fetcher.time_sql, fetcher.id_sql
+        label = f"{settings.table.rpartition('.')[2]}@{host}/{database}"
         batch = settings.batch_size
-
-        def fetch(where: str, params: dict, order_by: str, limit: int | None) -> list[tuple]:
-            sql = f"SELECT {columns_sql} FROM {table_sql} WHERE {where} ORDER BY {order_by}"
-            if limit is not None:
-                sql += f" LIMIT {int(limit)}"
-            cur = dbapi.cursor()
-            try:
-                cur.execute(sql, params)
-                return list(cur.fetchall())
-            finally:
-                cur.close()
-
         mark = self.mark                 # the previous run's: rows at or before it may be known
         lower = window_start(mark, settings.overlap_s, plan.exact, self.source.timezone) if mark else None
 
@@ -391,49 +379,46 @@ class _Run:
         if id_sql and self.last_id is not None and lower is not None:
             after = self.last_id
             while True:
-                rows = fetch(f"{id_sql} > %(after)s AND {time_sql} <= %(lower)s",
-                             {"after": after, "lower": lower}, id_sql, batch)
-                if not rows:
+                rows, _ = fetcher.fetch(f"{id_sql} > %(after)s AND {time_sql} <= %(lower)s",
+                                        {"after": after, "lower": lower}, id_sql, batch)
+                if rows is None:
                     break
-                self._page(rows, plan, names, f"{label}#id{rows[0][ii]}..{rows[-1][ii]}", top_id=rows[-1][ii])
-                after = rows[-1][ii]
-                if len(rows) < batch:
+                ids = rows.column("id").to_pylist()
+                self._page(rows, f"{label}#id{ids[0]}..{ids[-1]}", top_id=ids[-1])
+                after = ids[-1]
+                if rows.num_rows < batch:
                     break
 
         # 2. The time window, in pages that never split the rows of one time value.
         bound = (">", lower) if lower is not None else None
         order = f"{time_sql}, {id_sql}" if id_sql else time_sql
         while True:
-            where = f"{time_sql} IS NOT NULL" + (f" AND {time_sql} {bound[0]} %(t)s" if bound else "")
-            rows = fetch(where, {"t": bound[1]} if bound else {}, order, batch)
-            if not rows:
+            where = fetcher.readable + (f" AND {time_sql} {bound[0]} %(t)s" if bound else "")
+            rows, times = fetcher.fetch(where, {"t": bound[1]} if bound else {}, order, batch)
+            if rows is None:
                 break
-            times = [r[ti] for r in rows]
-            full = len(rows) == batch
+            full = rows.num_rows == batch
             if full and times[0] == times[-1]:
                 # One time value fills the page: take all its rows, then go past it.
-                rows = fetch(f"{time_sql} = %(t)s", {"t": times[0]}, id_sql or time_sql, None)
-                times = [r[ti] for r in rows]
+                rows, times = fetcher.fetch(f"{time_sql} = %(t)s", {"t": times[0]}, id_sql or time_sql, None)
                 bound = (">", times[0])
             elif full:
                 # The last time value may go on in the next page: leave it to that page.
                 last = times[-1]
                 cut = bisect.bisect_left(times, last)
-                rows, times = rows[:cut], times[:cut]
+                rows, times = rows.slice(0, cut), times[:cut]
                 bound = (">=", last)
             known = bisect.bisect_right(times, mark) if mark is not None else 0
-            top_id = max((r[ii] for r in rows if r[ii] is not None), default=None) if ii is not None else None
-            self._page(rows, plan, names, f"{label}#{_iso(times[0])}..{_iso(times[-1])}",
-                       top_time=times[-1], top_id=top_id, known=known)
+            top_id = pc.max(rows.column("id")).as_py() if plan.id_column else None
+            self._page(rows, f"{label}#{_iso(times[0])}..{_iso(times[-1])}", top_time=times[-1], top_id=top_id,
+                       known=known)
             if not full:
                 break
 
-    def _page(self, rows: list[tuple], plan: TablePlan, names: list[str], name: str, *,
-              top_time=None, top_id=None, known: int = 0) -> None:
+    def _page(self, table: pa.Table, name: str, *, top_time=None, top_id=None, known: int = 0) -> None:
         """Import one page (its first ``known`` rows may have been read before), save the cursor."""
         from bluerocktel.mediation.importer import import_cdr_bytes
 
-        table = _arrow(rows, names, plan)
         if known:
             keep, seen = self._unseen(table.slice(0, known), name)
             self.summary.received += seen
@@ -470,6 +455,90 @@ class _Run:
         return keep, keep.count(False)
 
 
+class _Fetcher:
+    """Reads pages of rows as Arrow tables, every value as the server's text (times too): MySQL
+    and MariaDB build one ``JSON_OBJECT`` per row, read by ``pyarrow.json``; PostgreSQL sends
+    ``COPY (SELECT …) TO STDOUT`` CSV, read by ``pyarrow.csv``. So no driver converts values one
+    by one in Python (PyMySQL decoding 14 columns per row took 3× the client CPU)."""
+
+    def __init__(self, conn, plan: TablePlan, settings: Settings, timezone: str):
+        self.dbapi = conn.connection.dbapi_connection
+        self.mysql = conn.dialect.name in ("mysql", "mariadb")
+        self.plan, self.timezone = plan, timezone
+        quote = conn.dialect.identifier_preparer.quote
+        schema_name, _, table = settings.table.rpartition(".")
+        self.table_sql = (quote(schema_name) + "." if schema_name else "") + quote(table)
+        self.time_sql = quote(plan.actual(plan.time_column))
+        self.id_sql = quote(plan.id_column) if plan.id_column else None
+        self.names = [name for name, _ in plan.select]
+        if self.mysql:
+            self.columns_sql = "JSON_OBJECT(" + ", ".join(
+                f"'{name}', CAST({quote(actual)} AS CHAR)" for name, actual in plan.select) + ")"
+        else:
+            self.columns_sql = ", ".join(f"{quote(actual)} AS {quote(name)}" for name, actual in plan.select)
+        self.schema = pa.schema([(name, pa.string()) for name in self.names])
+        # Rows whose time is NULL, MySQL's zero date or PostgreSQL's ±infinity cannot be placed.
+        self.readable = (f"{self.time_sql} >= '1000-01-01'" if self.mysql
+                         else f"{self.time_sql} IS NOT NULL AND isfinite({self.time_sql})")
+
+    def fetch(self, where: str, params: dict, order_by: str, limit: int | None):
+        """(rows, their time values) or (None, None) when there is none."""
+        sql = f"SELECT {self.columns_sql} FROM {self.table_sql} WHERE {where} ORDER BY {order_by}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        params = {k: self._param(v) for k, v in params.items()}
+        cur = self.dbapi.cursor()
+        try:
+            if self.mysql:
+                cur.execute(sql, params)
+                found = cur.fetchall()
+                data = "\n".join(r[0] for r in found).encode() if found else b""
+            else:
+                with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy:
+                    data = b"".join(bytes(block) for block in copy)
+        finally:
+            cur.close()
+        if not data:
+            return None, None
+        table = self._read(data)
+        for name in self.plan.utc_naive:          # MySQL TIMESTAMP, read in UTC: say so
+            col = table.column(name)
+            index = self.names.index(name)
+            table = table.set_column(index, name, pc.if_else(
+                pc.fill_null(pc.match_substring_regex(col, r"^[0-9]{4}-(0[1-9]|1[0-2])"), False),
+                pc.binary_join_element_wise(col, "+00:00", ""), col))
+        if self.plan.id_column:
+            index = self.names.index("id")
+            table = table.set_column(index, "id", pc.cast(table.column("id"), pa.int64()))
+        times, _, text = read_times(table.column(self.plan.time_column), self.timezone)
+        times = times.to_pylist()
+        if None in times:
+            bad = text[times.index(None)].as_py()
+            raise CollectorSetupError(f"unreadable {self.plan.actual(self.plan.time_column)} value {bad!r}")
+        return table, times
+
+    def _read(self, data: bytes) -> pa.Table:
+        import pyarrow.csv as pcsv
+        import pyarrow.json as pjson
+
+        if self.mysql:
+            table = pjson.read_json(io.BytesIO(data), parse_options=pjson.ParseOptions(
+                explicit_schema=self.schema, unexpected_field_behavior="error"))
+        else:
+            table = pcsv.read_csv(io.BytesIO(data), read_options=pcsv.ReadOptions(column_names=self.names),
+                                  parse_options=pcsv.ParseOptions(newlines_in_values=True),
+                                  convert_options=pcsv.ConvertOptions(
+                                      column_types=self.schema, strings_can_be_null=True,
+                                      quoted_strings_can_be_null=False))
+        return table.select(self.names)
+
+    def _param(self, value):
+        """A mark as the driver compares it: MySQL takes exact times as naive UTC (session UTC)."""
+        if self.mysql and isinstance(value, dt.datetime) and value.tzinfo is not None:
+            return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value
+
+
 def _quarantined(wb, source: str, raws: list[str]) -> set[str]:
     """The raws among ``raws`` already in the quarantine for ``source`` (format asterisk-db)."""
     from bluerocktel import lake
@@ -487,57 +556,7 @@ def _quarantined(wb, source: str, raws: list[str]) -> set[str]:
     return {r[0] for r in found}
 
 
-# --- rows to Arrow ----------------------------------------------------------------------------
-
-def _arrow(rows: list[tuple], names: list[str], plan: TablePlan) -> pa.Table:
-    """The fetched rows as an Arrow table with the database's types (module doc of the format)."""
-    columns = list(zip(*rows)) if rows else [() for _ in names]
-    arrays = {}
-    for name, values in zip(names, columns):
-        if name in TIME_COLUMNS:
-            arr = _time_array(values)
-            if name in plan.utc_naive:
-                arr = arr.cast(pa.timestamp("us", tz="UTC"))
-        elif name in ("duration", "billsec", "sequence", "id"):
-            try:
-                arr = pa.array(values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                arr = pa.array([None if v is None else str(v) for v in values], pa.string())
-            if pa.types.is_null(arr.type):
-                arr = arr.cast(pa.int64())
-        else:
-            try:
-                arr = pa.array(values, pa.string())
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                arr = pa.array([_text(v) for v in values], pa.string())
-        arrays[name] = arr
-    return pa.table(arrays)
-
-
-def _time_array(values) -> pa.Array:
-    """Date-times as an Arrow timestamp column; MySQL's zero date (returned as text) is null."""
-    try:
-        arr = pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        arr = pa.array([v if isinstance(v, dt.datetime) else None for v in values])
-    if pa.types.is_null(arr.type):
-        return arr.cast(pa.timestamp("us"))
-    if pa.types.is_date(arr.type):
-        return arr.cast(pa.timestamp("us"))
-    if not pa.types.is_timestamp(arr.type):
-        arr = pa.array([v if isinstance(v, dt.datetime) else None for v in values])
-    if pa.types.is_null(arr.type):
-        return arr.cast(pa.timestamp("us"))
-    return arr.cast(pa.timestamp("us", tz="UTC")) if arr.type.tz else arr.cast(pa.timestamp("us"))
-
-
-def _text(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
-
+# --- Arrow IPC and the cursor ---------------------------------------------------------------
 
 def _ipc(table: pa.Table) -> bytes:
     sink = io.BytesIO()
@@ -545,8 +564,6 @@ def _ipc(table: pa.Table) -> bytes:
         writer.write_table(table)
     return sink.getvalue()
 
-
-# --- the cursor -------------------------------------------------------------------------------
 
 def _load(text: str | None) -> dict:
     if not text:
@@ -558,24 +575,12 @@ def _load(text: str | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _iso(value, exact_naive: bool = False) -> str:
-    """A mark as ISO text: naive wall time as is, exact times in UTC with an offset."""
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None and exact_naive:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc)
-        return value.isoformat()
-    return str(value)
+def _iso(value) -> str:
+    """A time as ISO text: naive wall time as is, exact times in UTC with their offset."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc)
+    return value.isoformat() if isinstance(value, dt.datetime) else str(value)
 
 
-def _from_iso(text: str | None, naive_utc: bool) -> dt.datetime | None:
-    """A stored mark, as the driver compares it (MySQL takes exact times as naive UTC)."""
-    if not text:
-        return None
-    value = dt.datetime.fromisoformat(text)
-    if value.tzinfo is not None and naive_utc:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value
-
-
+def _from_iso(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text) if text else None
