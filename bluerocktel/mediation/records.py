@@ -77,14 +77,28 @@ def parse_wall_times(text: pa.Array | pa.ChunkedArray, fmt: str):
     only when some such value is not a real date (month 13, 30 February, garbage).
     """
     if fmt != ISO_SECONDS:
-        return pc.strptime(text, format=fmt, unit="s", error_is_null=True)
+        return _strptime(text, fmt)
     # the exact shape, cheaply: 19 characters with the blank at offset 10
     shape = pc.and_(pc.equal(pc.binary_length(text), 19), pc.equal(pc.find_substring(text, " "), 10))
     try:
         naive = pc.cast(pc.if_else(shape, text, "1970-01-01 00:00:00"), pa.timestamp("s"))
     except pa.ArrowInvalid:
-        naive = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
+        naive = _strptime(text, fmt)
     return pc.if_else(shape, naive, pa.scalar(None, pa.timestamp("s")))
+
+
+_LEADING_ZEROS = r"(^|[^0-9])0+([0-9])"
+
+
+def _strptime(text, fmt: str):
+    """``strptime`` that refuses impossible dates: Arrow's rolls 30 February over to 2 March, so
+    a value is kept only when formatting it back gives the text (leading zeros aside)."""
+    naive = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
+    if "%d" in fmt or "%e" in fmt:
+        back = pc.replace_substring_regex(pc.strftime(naive, format=fmt), _LEADING_ZEROS, r"\1\2")
+        given = pc.replace_substring_regex(pc.utf8_trim_whitespace(text), _LEADING_ZEROS, r"\1\2")
+        naive = pc.if_else(pc.fill_null(pc.equal(back, given), False), naive, pa.scalar(None, pa.timestamp("s")))
+    return naive
 
 
 def read_local_times(text: pa.Array | pa.ChunkedArray, fmt: str, timezone: str):

@@ -119,6 +119,16 @@ def test_record_key_given_parts_and_fallback_when_all_empty():
     assert rows[1]["unique_id"] is None
 
 
+def test_impossible_dates_are_refused_not_rolled_over():
+    # Arrow's strptime alone reads 30 February as 2 March.
+    rows, issues = run({"start": ["2026-02-30 09:12:03", "30/02/2026 09:12:03"], "duration": ["5", "5"]}, key=())
+    assert rows == [] and [i.reason for i in issues] == ["unparseable start time: '2026-02-30 09:12:03'",
+                                                         "unparseable start time: '30/02/2026 09:12:03'"]
+    rows, issues = run({"start": ["1/2/2026 9:05:03", "29/02/2028 10:00:00"], "duration": ["5", "5"]},
+                       time_format="%d/%m/%Y %H:%M:%S", key=())
+    assert issues == [] and [r["start_at"] for r in rows] == [utc(2026, 2, 1, 8, 5, 3), utc(2028, 2, 29, 9)]
+
+
 def test_a_batch_without_end_or_duration_is_a_programming_error():
     with pytest.raises(ValueError, match="needs an end time or a duration"):
         run({"start": ["2026-10-01 12:00:00"]})
