@@ -4,22 +4,45 @@
 customer's account, and asking for another account's invoice answers :class:`NotFoundError`
 exactly as a missing one would. :class:`StaffStore` serves the staff app. The views in
 ``portal_app/`` only render what these return; both paginate on the server.
+
+The CDR mediation functions at the end (sources, uploads, pushed batches, the file ledger and
+the quarantine) are shared by the staff app's CDR page and the REST API (``/api/v1/cdr``), so
+that both check and import exactly the same way: an upload or a push names a *configured*
+source (unknown: :class:`NotFoundError`; disabled: refused), a source's URL never holds a
+password and its options never hold a secret (``password_env`` names the environment variable).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
 
 from sqlalchemy import func, or_, select
 
-from bluerocktel.db.models import Account, BillingRun, Brand, Invoice, Service, User
-from bluerocktel.errors import NotFoundError
+from bluerocktel.audit import record_audit
+from bluerocktel.db.models import (
+    Account,
+    BillingRun,
+    Brand,
+    CdrFile,
+    CdrSource,
+    CdrSourceState,
+    Invoice,
+    Service,
+    User,
+)
+from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.lake import connect_duckdb, scan_sql
-from bluerocktel.security import AuthError
-from bluerocktel.vocabulary import InvoiceKind, InvoiceStatus, Role
+from bluerocktel.security import AuthError, Principal, can
+from bluerocktel.settings import get_setting
+from bluerocktel.vocabulary import Collector, InvoiceKind, InvoiceStatus, Role
 from bluerocktel.workbench import Workbench
+
+if TYPE_CHECKING:
+    from bluerocktel.mediation import ImportSummary
 
 UNPAID_STATUSES = (InvoiceStatus.ISSUED.value, InvoiceStatus.SENT.value, InvoiceStatus.DISPUTED.value)
 
@@ -228,10 +251,46 @@ def resolve_document(wb: Workbench, relative_path: str | None, what: str) -> Pat
 
 
 class StaffStore:
-    """What the staff app lists: accounts (searchable, paginated) and billing runs."""
+    """What the staff app lists and does: accounts (searchable, paginated), billing runs, and the
+    CDR page (uploads, the file ledger, the quarantine, the CDR sources).
+
+    The actions take the signed-in :class:`Principal` and check its permission
+    (``cdrs:import``, ``cdrs:sources``; :data:`bluerocktel.security.PERMISSIONS`) whatever the
+    page shows: AuthError when the role may not.
+    """
 
     def __init__(self, wb: Workbench):
         self.wb = wb
+
+    # --- CDR page -------------------------------------------------------------------------------
+
+    def cdr_formats(self) -> list[str]:
+        return cdr_format_names()
+
+    def cdr_sources(self) -> list[CdrSourceRow]:
+        return list_cdr_sources(self.wb)
+
+    def cdr_files(self, limit: int = 50) -> list[CdrFileRow]:
+        return latest_cdr_files(self.wb, limit)
+
+    def cdr_quarantine(self, limit: int = 50, source: str | None = None) -> QuarantinePage:
+        return latest_quarantine(self.wb, source=source, limit=limit)
+
+    def upload_cdr_file(self, principal: Principal, *, source: str, file_name: str, data: bytes,
+                        format: str | None = None) -> "ImportSummary":
+        """Import a file uploaded in the staff app (collector ``manual``), as ``principal``."""
+        _require(principal, "cdrs:import", "import CDR files")
+        return import_cdr_upload(self.wb, source=source, file_name=file_name, data=data, format=format or None,
+                                 actor=principal.email, collector=Collector.MANUAL.value)
+
+    def add_cdr_source(self, principal: Principal, *, name: str, format: str | None = None, url: str | None = None,
+                       timezone: str | None = None, country: str | None = None, options: str | Mapping | None = None,
+                       mapping: str | None = None) -> CdrSourceRow:
+        """Add a CDR source from the staff app's form (``options`` may be JSON text)."""
+        _require(principal, "cdrs:sources", "configure CDR sources")
+        return create_cdr_source(self.wb, name=name, format=format or None, url=url or None, timezone=timezone or None,
+                                 country=country or None, options=_check_options(options or {}),
+                                 mapping=mapping or None, actor=principal.email)
 
     def accounts(self, search: str = "", offset: int = 0, limit: int = 50) -> AccountPage:
         limit = _limit(limit)
@@ -258,6 +317,11 @@ class StaffStore:
                                   r.started_by, _invoice_count(r.summary), r.error) for r in runs]
 
 
+def _require(principal: Principal, permission: str, what: str) -> None:
+    if not can(principal, permission):
+        raise AuthError(f"role {principal.role.value!r} may not {what} ({permission})")
+
+
 def _invoice_count(summary: dict | None) -> int | None:
     for key in ("invoices", "invoices_issued", "issued", "invoice_count"):
         value = (summary or {}).get(key)
@@ -266,3 +330,414 @@ def _invoice_count(summary: dict | None) -> int | None:
         if isinstance(value, list):
             return len(value)
     return None
+
+
+# --- CDR mediation: sources, uploads, pushed batches, ledger, quarantine ---------------------
+# Shared by the staff app (StaffStore) and the REST API (bluerocktel.api.cdr), so that both
+# validate and import exactly the same way.
+
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Option names that would hold a secret in the database: refused (secrets live in the
+# environment; a collector reads the variable named by ``password_env``).
+SECRET_OPTIONS = frozenset({"password", "passwd", "pass", "secret", "token", "api_key", "apikey"})
+SOURCE_FIELDS = ("format", "mapping", "url", "timezone", "country", "options", "poll_interval_s", "enabled")
+MIN_POLL_INTERVAL_S = 10
+CUSTOM_FORMAT = "custom"          # cdr_sources.format of a source read through its TOML mapping
+
+
+class CdrSourceExistsError(UserFacingError):
+    """A CDR source of that name exists already."""
+
+
+@dataclass(frozen=True)
+class CdrSourceRow:
+    """A CDR source as shown to staff: its URL without password, its collector's last run."""
+
+    id: int
+    name: str
+    format: str
+    url: str | None
+    country: str
+    timezone: str
+    options: dict
+    mapping: str | None
+    poll_interval_s: int
+    enabled: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    last_run_at: dt.datetime | None
+    last_status: str | None
+    last_error: str | None
+    cursor: str | None
+
+    @classmethod
+    def of(cls, src: CdrSource, state: CdrSourceState | None) -> "CdrSourceRow":
+        from bluerocktel.collectors import redact
+
+        return cls(src.id, src.name, src.format, redact(src.url) if src.url else None, src.country, src.timezone,
+                   dict(src.options or {}), src.mapping, src.poll_interval_s, src.enabled, src.created_at,
+                   src.updated_at, state.last_run_at if state else None, state.last_status if state else None,
+                   state.last_error if state else None, state.cursor if state else None)
+
+
+@dataclass(frozen=True)
+class CdrFileRow:
+    """One row of the file ledger (``cdr_files``)."""
+
+    id: int
+    source: str
+    collector: str
+    file_name: str
+    remote_path: str | None
+    format: str
+    status: str
+    size_bytes: int
+    sha256: str
+    received: int
+    imported: int
+    duplicates: int
+    quarantined: int
+    received_at: dt.datetime
+    finished_at: dt.datetime | None
+    duration_ms: int | None
+    error: str | None
+
+    @classmethod
+    def of(cls, f: CdrFile) -> "CdrFileRow":
+        return cls(f.id, f.source, f.collector, f.file_name, f.remote_path, f.format, f.status, f.size_bytes,
+                   f.sha256, f.received, f.imported, f.duplicates, f.quarantined, f.received_at, f.finished_at,
+                   f.duration_ms, f.error)
+
+
+# Columns of a quarantined record, all from lake.QUARANTINE_SCHEMA.
+QUARANTINE_COLUMNS = ("quarantine_id", "source", "format", "source_file", "source_line", "byte_offset", "reason",
+                      "raw", "quarantined_at")
+
+
+@dataclass(frozen=True)
+class QuarantinePage:
+    """Quarantined records, newest first; ``total`` counts all that match the filters."""
+
+    rows: list[dict]
+    total: int
+    offset: int
+    limit: int
+
+
+def cdr_format_names() -> list[str]:
+    """The names of the CDR formats the importer knows (built-in and registered)."""
+    from bluerocktel.mediation import FORMATS
+
+    return sorted(FORMATS)
+
+
+def list_cdr_sources(wb: Workbench) -> list[CdrSourceRow]:
+    with wb.db.session() as s:
+        rows = s.execute(select(CdrSource, CdrSourceState)
+                         .outerjoin(CdrSourceState, CdrSourceState.source_id == CdrSource.id)
+                         .order_by(CdrSource.name)).all()
+        return [CdrSourceRow.of(src, state) for src, state in rows]
+
+
+def get_cdr_source(wb: Workbench, name: str) -> CdrSourceRow:
+    with wb.db.session() as s:
+        src = s.scalar(select(CdrSource).where(CdrSource.name == name))
+        if src is None:
+            raise NotFoundError(f"unknown CDR source {name!r}")
+        return CdrSourceRow.of(src, s.get(CdrSourceState, src.id))
+
+
+def create_cdr_source(wb: Workbench, *, name: str, actor: str, format: str | None = None,
+                      mapping: str | None = None, url: str | None = None, timezone: str | None = None,
+                      country: str | None = None, options: Mapping | None = None, poll_interval_s: int = 300,
+                      enabled: bool = True) -> CdrSourceRow:
+    """Add a CDR source after checking every field (:func:`check_cdr_source_fields`)."""
+    name = (name or "").strip()
+    if not SOURCE_NAME.match(name):
+        raise UserFacingError(f"invalid CDR source name {name!r}: 1 to 64 letters, digits, '.', '_' or '-', "
+                              "starting with a letter or digit")
+    fields = check_cdr_source_fields({
+        "format": format, "mapping": mapping, "url": url,
+        "timezone": timezone or get_setting("default_timezone"),
+        "country": country or get_setting("default_country"),
+        "options": {} if options is None else options, "poll_interval_s": poll_interval_s, "enabled": enabled})
+    if fields.get("mapping"):
+        if format:
+            raise UserFacingError("give a format or a mapping, not both")
+        fields["format"] = CUSTOM_FORMAT
+    elif not fields.get("format"):
+        raise UserFacingError(f"CDR source {name!r} needs a format (one of {', '.join(cdr_format_names())}) "
+                              "or a mapping (TOML)")
+    with wb.db.transaction() as s:
+        if s.scalar(select(CdrSource.id).where(CdrSource.name == name)) is not None:
+            raise CdrSourceExistsError(f"CDR source {name!r} exists already")
+        src = CdrSource(name=name, **fields)
+        s.add(src)
+        s.flush()
+        record_audit(s, actor, "cdr_source.create", "cdr_source", src.id, name=name, format=src.format,
+                     url=_redacted(src.url))
+        source_id = src.id
+    with wb.db.session() as s:
+        return CdrSourceRow.of(s.get(CdrSource, source_id), None)
+
+
+def update_cdr_source(wb: Workbench, name: str, changes: Mapping, actor: str) -> CdrSourceRow:
+    """Change some fields of a source (:data:`SOURCE_FIELDS`; the name never changes: the ledger
+    and the lake refer to it). A new format drops the mapping; a new mapping sets the format
+    ``custom``."""
+    unknown = sorted(set(changes) - set(SOURCE_FIELDS))
+    if unknown:
+        raise UserFacingError(f"cannot change {', '.join(unknown)} of a CDR source; "
+                              f"changeable: {', '.join(SOURCE_FIELDS)}")
+    if changes.get("format") and changes.get("mapping"):
+        raise UserFacingError("give a format or a mapping, not both")
+    fields = check_cdr_source_fields(changes)
+    with wb.db.transaction() as s:
+        src = s.scalar(select(CdrSource).where(CdrSource.name == name))
+        if src is None:
+            raise NotFoundError(f"unknown CDR source {name!r}")
+        for key in ("url", "timezone", "country", "options", "poll_interval_s", "enabled"):
+            if key in fields:
+                setattr(src, key, fields[key])
+        if fields.get("mapping"):
+            src.mapping, src.format = fields["mapping"], CUSTOM_FORMAT
+        elif fields.get("format"):
+            src.format, src.mapping = fields["format"], None
+        elif "mapping" in fields:                          # mapping removed, no new format
+            if src.format == CUSTOM_FORMAT:
+                raise UserFacingError(f"CDR source {name!r} reads its CDRs through its mapping: "
+                                      "give a format to use instead")
+            src.mapping = None
+        s.flush()
+        record_audit(s, actor, "cdr_source.update", "cdr_source", src.id, name=name, changed=sorted(changes),
+                     format=src.format, url=_redacted(src.url), enabled=src.enabled)
+        source_id = src.id
+    with wb.db.session() as s:
+        return CdrSourceRow.of(s.get(CdrSource, source_id), s.get(CdrSourceState, source_id))
+
+
+def check_cdr_source_fields(fields: Mapping) -> dict:
+    """The given source fields, checked and cleaned; UserFacingError naming the first bad one.
+
+    ``format`` must be a known format; ``mapping`` must load (``bluerocktel.mediation.custom``);
+    ``url`` must use a collector's scheme and hold no password (name an environment variable in
+    ``options.password_env`` instead); ``timezone`` an IANA zone; ``country`` one with a national
+    numbering plan; ``options`` a JSON object without secrets; ``poll_interval_s`` ≥ 10 s.
+    """
+    out: dict = {}
+    if fields.get("format"):
+        from bluerocktel.mediation import format_spec
+
+        out["format"] = format_spec(str(fields["format"]).strip()).name
+    if "mapping" in fields:
+        mapping = (fields["mapping"] or "").strip() or None
+        if mapping is not None:
+            _load_mapping(mapping)                       # refuse a broken mapping now, not at the first file
+        out["mapping"] = mapping
+    if "url" in fields:
+        out["url"] = _check_url((fields["url"] or "").strip() or None)
+    if "timezone" in fields:
+        out["timezone"] = _check_timezone(fields["timezone"])
+    if "country" in fields:
+        out["country"] = _check_country(fields["country"])
+    if "options" in fields:
+        out["options"] = _check_options(fields["options"])
+    if "poll_interval_s" in fields:
+        value = fields["poll_interval_s"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < MIN_POLL_INTERVAL_S:
+            raise UserFacingError(f"poll_interval_s must be a whole number of seconds ≥ {MIN_POLL_INTERVAL_S}, "
+                                  f"not {value!r}")
+        out["poll_interval_s"] = value
+    if "enabled" in fields:
+        if not isinstance(fields["enabled"], bool):
+            raise UserFacingError(f"enabled must be true or false, not {fields['enabled']!r}")
+        out["enabled"] = fields["enabled"]
+    return out
+
+
+def _load_mapping(text: str):
+    try:
+        from bluerocktel.mediation.custom import load_mapping
+    except ImportError:
+        raise UserFacingError("custom CDR mappings are not available in this installation "
+                              "(bluerocktel.mediation.custom is missing)") from None
+    return load_mapping(text)
+
+
+def _check_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    from urllib.parse import urlsplit
+
+    from bluerocktel.collectors import SCHEMES, redact
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError as exc:
+        raise UserFacingError(f"unreadable CDR source URL ({exc})") from None
+    scheme = parts.scheme.split("+")[0].lower()
+    if scheme not in SCHEMES:
+        raise UserFacingError(f"unknown collector URL scheme {scheme!r} in {redact(url)!r}; "
+                              f"known: {', '.join(sorted(SCHEMES))}; leave the URL empty for a source whose "
+                              "CDRs are pushed or uploaded")
+    if password is not None:
+        raise UserFacingError(f"the URL {redact(url)!r} holds a password: remove it and put the password in an "
+                              "environment variable named by the option password_env "
+                              "(e.g. options {\"password_env\": \"PBX1_PASSWORD\"})")
+    return url
+
+
+def _check_timezone(value) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = str(value or "").strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UserFacingError(f"unknown time zone {name!r}: use an IANA name such as 'Europe/Paris'") from None
+    return name
+
+
+def _check_country(value) -> str:
+    from bluerocktel.mediation.numbers import NATIONAL_PLANS
+
+    code = str(value or "").strip().upper()
+    if code not in NATIONAL_PLANS:
+        raise UserFacingError(f"no national numbering plan for country {code!r}; "
+                              f"known: {', '.join(sorted(NATIONAL_PLANS))}")
+    return code
+
+
+def _check_options(value) -> dict:
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise UserFacingError(f"options are not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UserFacingError(f"options must be a JSON object, not {type(value).__name__}")
+    secrets = sorted(k for k in value if str(k).lower() in SECRET_OPTIONS)
+    if secrets:
+        raise UserFacingError(f"option(s) {', '.join(map(repr, secrets))} would keep a secret in the database: "
+                              "put it in an environment variable and name that variable in password_env")
+    return dict(value)
+
+
+def _redacted(url: str | None) -> str | None:
+    from bluerocktel.collectors import redact
+
+    return redact(url) if url else None
+
+
+def import_format(wb: Workbench, source: str, format: str | None = None):
+    """The format to import a file of ``source`` with: ``format`` when given, else the source's
+    mapping, else its configured format. The source must exist and be enabled."""
+    from bluerocktel.mediation import format_spec
+
+    with wb.db.session() as s:
+        src = s.scalar(select(CdrSource).where(CdrSource.name == source))
+        if src is None:
+            raise NotFoundError(f"unknown CDR source {source!r}: staff configure sources first "
+                                "(staff app, CDR page, or POST /api/v1/cdr/sources)")
+        if not src.enabled:
+            raise UserFacingError(f"CDR source {source!r} is disabled")
+        mapping, configured = src.mapping, src.format
+    if format:
+        return format_spec(format)
+    if mapping:
+        return _load_mapping(mapping)
+    return format_spec(configured)
+
+
+def import_cdr_upload(wb: Workbench, *, source: str, file_name: str, actor: str, format: str | None = None,
+                      data: bytes | None = None, path: Path | None = None,
+                      collector: str = "manual") -> ImportSummary:
+    """Import an uploaded file (its bytes, or a temporary file holding them) for a configured
+    source; plain, gzip or zip, at most ``BLUEROCKTEL_MAX_CDR_FILE_MB`` (the importer's rules)."""
+    from bluerocktel.mediation import import_cdr_bytes, import_cdr_file
+
+    file_name = Path((file_name or "").replace("\\", "/")).name[:200] or "upload"
+    size = len(data) if data is not None else path.stat().st_size
+    limit = max_upload_bytes()
+    if size > limit:
+        raise UserFacingError(f"{file_name}: {size:,} bytes, larger than BLUEROCKTEL_MAX_CDR_FILE_MB "
+                              f"({limit >> 20} MiB)")
+    spec = import_format(wb, source, format)
+    if data is not None:
+        return import_cdr_bytes(wb, data, file_name, spec, source, actor, collector=collector)
+    summary = import_cdr_file(wb, path, spec, source, actor, collector=collector, file_name=file_name)
+    summary.file = file_name                             # not the temporary file's path
+    return summary
+
+
+def max_upload_bytes() -> int:
+    return int(get_setting("max_cdr_file_mb")) << 20
+
+
+def push_cdr_batch(wb: Workbench, source: str, records: list, actor: str) -> ImportSummary:
+    """Import pushed JSON records (format ``json-records``) for a configured source.
+
+    The records are written as ``{"batch": {...}, "records": [...]}`` with the push's own id and
+    time in ``batch``, so that every push is one ledger entry: records pushed twice are counted
+    as duplicates by the record dedup instead of the whole push being a duplicate file. The
+    file name is ``api-batch-<SHA-256 of the records, 16 hex>.json``.
+    """
+    import hashlib
+    import json
+    import uuid
+
+    from bluerocktel.mediation import import_cdr_bytes
+    from bluerocktel.mediation.formats.jsonrecords import FORMAT_NAME
+
+    import_format(wb, source)                             # the source exists and is enabled
+    now = dt.datetime.now(dt.timezone.utc)
+    records_json = json.dumps(records, ensure_ascii=False, separators=(",", ":"))
+    batch = {"id": uuid.uuid4().hex, "received_at": now.isoformat(), "actor": actor}
+    data = ('{"batch":' + json.dumps(batch) + ',"records":' + records_json + "}").encode()
+    # Named by its records: a bad record pushed again has the same file, line and raw text, so
+    # the quarantine keeps it once.
+    file_name = f"api-batch-{hashlib.sha256(records_json.encode()).hexdigest()[:16]}.json"
+    return import_cdr_bytes(wb, data, file_name, FORMAT_NAME, source, actor, collector="api")
+
+
+def latest_cdr_files(wb: Workbench, limit: int = 50, source: str | None = None) -> list[CdrFileRow]:
+    """The newest rows of the file ledger."""
+    query = select(CdrFile)
+    if source:
+        query = query.where(CdrFile.source == source)
+    with wb.db.session() as s:
+        return [CdrFileRow.of(f) for f in s.scalars(query.order_by(CdrFile.id.desc()).limit(_limit(limit)))]
+
+
+def latest_quarantine(wb: Workbench, *, source: str | None = None, file: str | None = None, offset: int = 0,
+                      limit: int = 50, include_resolved: bool = False) -> QuarantinePage:
+    """Quarantined records from the lake, newest first, each with ``outcome`` (its first
+    resolution in the lake's ``quarantine_resolved``: imported, duplicate, consumed; None while
+    unresolved); only the unresolved ones unless ``include_resolved``.
+
+    (:func:`bluerocktel.mediation.quarantine.list_quarantine` lists oldest first without an
+    offset or a file filter; pages of the newest records need this query.)
+    """
+    limit = _limit(limit)
+    offset = max(0, int(offset))
+    resolved = (f"SELECT quarantine_id, arg_min(outcome, resolved_at) AS outcome "
+                f"FROM {scan_sql(wb.lake_dir, 'quarantine_resolved')} GROUP BY quarantine_id")
+    where = "(CAST(? AS VARCHAR) IS NULL OR q.source = ?) AND (CAST(? AS VARCHAR) IS NULL OR q.source_file = ?)"
+    if not include_resolved:
+        where += " AND r.outcome IS NULL"
+    body = (f"FROM {scan_sql(wb.lake_dir, 'quarantine')} AS q LEFT JOIN ({resolved}) AS r "
+            f"ON r.quarantine_id = q.quarantine_id WHERE {where}")
+    params: list = [source, source, file, file]
+    con = connect_duckdb()
+    try:
+        total = con.execute(f"SELECT count(*) {body}", params).fetchall()[0][0]
+        cursor = con.execute(f"SELECT {', '.join('q.' + c for c in QUARANTINE_COLUMNS)}, r.outcome {body} "
+                             "ORDER BY q.quarantined_at DESC, q.source_file, q.source_line LIMIT ? OFFSET ?",
+                             params + [limit, offset])
+        rows = [dict(zip(QUARANTINE_COLUMNS + ("outcome",), values)) for values in cursor.fetchall()]
+    finally:
+        con.close()
+    return QuarantinePage(rows, int(total), offset, limit)

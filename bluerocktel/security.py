@@ -117,13 +117,18 @@ def authenticate_token(session: Session, token: str) -> User:
 
 
 # What each role may do; customers reach only their own account through the portal.
+# CDR mediation: ``cdrs:read`` (the file ledger, the quarantine, the sources: every staff role),
+# ``cdrs:import`` (push batches, upload files: admin and billing, who run the billing cycle the
+# CDRs feed), ``cdrs:sources`` (add or change CDR sources and their collector URLs: admin only).
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.ADMIN: frozenset({"accounts:read", "accounts:write", "invoices:read", "billing:run", "billing:issue",
-                           "cdrs:import", "users:write", "audit:read", "tickets:write"}),
-    Role.BILLING: frozenset({"accounts:read", "invoices:read", "billing:run", "billing:issue", "cdrs:import"}),
-    Role.SUPPORT: frozenset({"accounts:read", "invoices:read", "tickets:write"}),
-    Role.SALES: frozenset({"accounts:read", "accounts:write"}),
-    Role.READ_ONLY: frozenset({"accounts:read", "invoices:read"}),
+                           "cdrs:read", "cdrs:import", "cdrs:sources", "users:write", "audit:read",
+                           "tickets:write"}),
+    Role.BILLING: frozenset({"accounts:read", "invoices:read", "billing:run", "billing:issue", "cdrs:read",
+                             "cdrs:import"}),
+    Role.SUPPORT: frozenset({"accounts:read", "invoices:read", "tickets:write", "cdrs:read"}),
+    Role.SALES: frozenset({"accounts:read", "accounts:write", "cdrs:read"}),
+    Role.READ_ONLY: frozenset({"accounts:read", "invoices:read", "cdrs:read"}),
     Role.CUSTOMER: frozenset({"portal"}),
 }
 
