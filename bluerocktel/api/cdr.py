@@ -26,10 +26,9 @@ Both POSTs honour ``Idempotency-Key`` (:mod:`bluerocktel.api.idempotency`). With
 retried push is still harmless: every push is its own ledger entry and its records already in
 the lake are counted as ``duplicates``; a re-uploaded file (same bytes) is a ``duplicate`` file.
 
-These routes authenticate in a short transaction of their own (:func:`token_principal`)
-instead of the request-long one of :func:`bluerocktel.api.routes.current_principal`: that one
-keeps the token's ``last_used_at`` update uncommitted for the whole request, which on SQLite
-holds the write lock and would block the importer's own writes for the busy timeout.
+Authentication (:func:`bluerocktel.api.routes.current_principal`) commits in a short
+transaction of its own, so the token's ``last_used_at`` write never holds SQLite's write lock
+while the importer writes.
 
 Request size: a batch body is refused past :data:`MAX_BATCH_BYTES`, an upload past the
 setting plus :data:`MULTIPART_SLACK_BYTES`, from its ``Content-Length`` before it is read, or
@@ -50,7 +49,7 @@ from starlette.requests import Request as StarletteRequest
 
 from bluerocktel.api.idempotency import IdempotencyDep
 from bluerocktel.api.problems import ForbiddenError
-from bluerocktel.api.routes import Cursor, Limit, keyset_page
+from bluerocktel.api.routes import Cursor, Limit, current_principal, keyset_page
 from bluerocktel.api.schemas import (
     CdrBatchIn,
     CdrFileOut,
@@ -75,7 +74,7 @@ from bluerocktel.portal import (
     push_cdr_batch,
     update_cdr_source,
 )
-from bluerocktel.security import AuthError, Principal, authenticate_token, can
+from bluerocktel.security import Principal, can
 from bluerocktel.vocabulary import Collector
 
 MAX_BATCH_RECORDS = 10_000
@@ -135,17 +134,7 @@ _WRITE_PROBLEMS = {**_PROBLEMS,
                    422: {"description": "invalid request, or Idempotency-Key reused with a different request"}}
 
 
-def token_principal(request: Request) -> Principal:
-    """The caller of a bearer token, authenticated in its own committed transaction (module doc)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("send an API token: Authorization: Bearer <token>")
-    with request.app.state.wb.db.transaction() as session:
-        return Principal.of(authenticate_token(session, token.strip()))
-
-
-Caller = Annotated[Principal, Depends(token_principal)]
+Caller = Annotated[Principal, Depends(current_principal)]
 
 
 def require(principal: Principal, permission: str) -> None:

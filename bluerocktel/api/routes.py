@@ -34,7 +34,7 @@ _PROBLEMS = {401: {"description": "missing, invalid or revoked token"},
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    """One transaction per request (a token's ``last_used_at`` is written with it)."""
+    """One transaction per request."""
     with request.app.state.wb.db.transaction() as session:
         yield session
 
@@ -42,12 +42,15 @@ def db_session(request: Request) -> Iterator[Session]:
 DbSession = Annotated[Session, Depends(db_session)]
 
 
-def current_principal(request: Request, session: DbSession) -> Principal:
+def current_principal(request: Request) -> Principal:
+    """The caller of a bearer token, authenticated in its own committed transaction (so the
+    token's ``last_used_at`` write does not hold a lock for the rest of the request)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("send an API token: Authorization: Bearer <token>")
-    return Principal.of(authenticate_token(session, token.strip()))
+    with request.app.state.wb.db.transaction() as session:
+        return Principal.of(authenticate_token(session, token.strip()))
 
 
 Caller = Annotated[Principal, Depends(current_principal)]

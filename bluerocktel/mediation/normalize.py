@@ -117,18 +117,20 @@ def normalize_batch(raw: pa.Table, *, file_name: str, source: str, timezone: str
     if billsec is None:
         billsec = pc.if_else(answered, _span_s(answer_at, end_at), pa.scalar(0, pa.int32()))
 
+    dur_col = "duration" if "duration" in names else "end"        # the value a derived one came from
+    bill_col = "billsec" if "billsec" in names else "answer"
     checks += [
         ("unparseable start time", pc.is_null(start_at), "start"),
         ("unparseable answer time", pc.and_(_present(raw, "answer"), pc.invert(answered))
          if "answer" in names else pa.repeat(pa.scalar(False), n), "answer"),
         ("unparseable end time", pc.is_null(end_at), "end" if has_end else "duration"),
-        ("negative duration", _f(pc.less(duration, 0)), "duration"),
-        ("negative billsec", _f(pc.less(billsec, 0)), "billsec"),
-        ("billsec > duration", _f(pc.greater(billsec, duration)), "billsec"),
+        ("negative duration", _f(pc.less(duration, 0)), dur_col),
+        ("negative billsec", _f(pc.less(billsec, 0)), bill_col),
+        ("billsec > duration", _f(pc.greater(billsec, duration)), bill_col),
         ("end before start", _f(pc.less(end_at, start_at)), "end"),
         ("answer before start", _f(pc.less(answer_at, start_at)), "answer"),
         ("answer after end", _f(pc.greater(answer_at, end_at)), "answer"),
-        ("billsec > 0 without answer time", _f(pc.and_(pc.invert(answered), pc.greater(billsec, 0))), "billsec"),
+        ("billsec > 0 without answer time", _f(pc.and_(pc.invert(answered), pc.greater(billsec, 0))), bill_col),
     ]
 
     if "disposition" in names:
