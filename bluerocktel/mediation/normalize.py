@@ -14,7 +14,8 @@ Raw batch columns (only ``_line`` and ``start`` are required):
 ``start``      string in ``time_format`` (local wall time in the source's time zone unless the
                format carries an offset), or an Arrow timestamp (with a time zone: exact;
                without: local wall time)
-``answer``     same; null or ``""`` (or epoch 0) when the call was not answered
+``answer``     same; null or ``""`` (or epoch 0) when the call was not answered; when the
+               column is absent but ``billsec`` is given, end − billsec for billsec > 0
 ``end``        same; when absent, start + duration
 ``duration``   seconds, string or integer; when absent, end − start
 ``billsec``    seconds, string or integer; when absent, end − answer (0 when unanswered)
@@ -111,6 +112,11 @@ def normalize_batch(raw: pa.Table, *, file_name: str, source: str, timezone: str
                                                   pa.scalar(1_000_000, pa.int64())).cast(pa.duration("us")))
         else:
             end_at = end[0]
+    if "answer" not in names and billsec is not None:
+        # No answer time given: a call with billable seconds was answered billsec before its end.
+        answer_at = pc.if_else(_f(pc.greater(billsec, 0)),
+                               pc.subtract(end_at, pc.cast(pc.multiply(pc.cast(billsec, pa.int64()), 1_000_000),
+                                                           pa.duration("us"))), _NULL_TS)
     answered = pc.is_valid(answer_at)
     if duration is None:
         duration = _span_s(start_at, end_at)

@@ -15,8 +15,10 @@ Local times and daylight saving time (deterministic, same rule for every format)
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -87,18 +89,46 @@ def parse_wall_times(text: pa.Array | pa.ChunkedArray, fmt: str):
     return pc.if_else(shape, naive, pa.scalar(None, pa.timestamp("s")))
 
 
-_LEADING_ZEROS = r"(^|[^0-9])0+([0-9])"
+# How each strptime directive is written, to find the day of month as written (_strptime).
+_DIRECTIVES = {"d": r"(?P<day>[ 0-9]?[0-9])", "e": r"(?P<day>[ 0-9]?[0-9])", "Y": r"[0-9]{4}", "y": r"[0-9]{2}",
+               "m": r"[0-9]{1,2}", "H": r"[0-9]{1,2}", "I": r"[0-9]{1,2}", "M": r"[0-9]{1,2}", "S": r"[0-9]{1,2}",
+               "j": r"[0-9]{1,3}", "b": r"[A-Za-z]+", "B": r"[A-Za-z]+", "a": r"[A-Za-z]+", "A": r"[A-Za-z]+",
+               "p": r"[AaPp][Mm]", "z": r"(?:Z|[+-][0-9:]+)", "%": "%"}
+
+
+def _day_pattern(fmt: str) -> str | None:
+    """A regex capturing the day of month as written in values of ``fmt`` (None: no single day)."""
+    out, i = ["^"], 0
+    while i < len(fmt):
+        if fmt[i] == "%" and i + 1 < len(fmt):
+            out.append(_DIRECTIVES.get(fmt[i + 1], ".*?"))
+            i += 2
+        else:
+            out.append(re.escape(fmt[i]))
+            i += 1
+    pattern = "".join(out)
+    return pattern if pattern.count("(?P<day>") == 1 else None
 
 
 def _strptime(text, fmt: str):
-    """``strptime`` that refuses impossible dates: Arrow's rolls 30 February over to 2 March, so
-    a value is kept only when formatting it back gives the text (leading zeros aside)."""
+    """``strptime`` that refuses impossible dates. Arrow's rolls 31 April over to 1 May, so a
+    value read as day 1 to 3 is kept only if that is the day written."""
     naive = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
-    if "%d" in fmt or "%e" in fmt:
-        back = pc.replace_substring_regex(pc.strftime(naive, format=fmt), _LEADING_ZEROS, r"\1\2")
-        given = pc.replace_substring_regex(pc.utf8_trim_whitespace(text), _LEADING_ZEROS, r"\1\2")
-        naive = pc.if_else(pc.fill_null(pc.equal(back, given), False), naive, pa.scalar(None, pa.timestamp("s")))
-    return naive
+    pattern = _day_pattern(fmt)
+    if pattern is None:
+        return naive
+    suspect = pc.fill_null(pc.less_equal(pc.day(naive), 3), False)
+    if not pc.any(suspect).as_py():
+        return naive
+    idx = pc.indices_nonzero(suspect)
+    written = pc.struct_field(pc.extract_regex(pc.utf8_trim_whitespace(pc.take(text, idx)), pattern), "day")
+    rolled = pc.fill_null(pc.not_equal(pc.cast(pc.utf8_trim_whitespace(written), pa.int64()),
+                                       pc.day(pc.take(naive, idx))), True)
+    if not pc.any(rolled).as_py():
+        return naive
+    mask = np.zeros(len(naive), dtype=bool)
+    mask[pc.filter(idx, rolled).to_numpy()] = True
+    return pc.if_else(pa.array(mask), pa.scalar(None, pa.timestamp("s")), naive)
 
 
 def read_local_times(text: pa.Array | pa.ChunkedArray, fmt: str, timezone: str):

@@ -129,6 +129,21 @@ def test_impossible_dates_are_refused_not_rolled_over():
     assert issues == [] and [r["start_at"] for r in rows] == [utc(2026, 2, 1, 8, 5, 3), utc(2028, 2, 29, 9)]
 
 
+def test_month_names_in_capitals_are_read():
+    rows, issues = run({"start": ["05-OCT-2026 09:00:00", "31-APR-2026 09:00:00"], "duration": ["5", "5"]},
+                       time_format="%d-%b-%Y %H:%M:%S", key=())
+    assert [r["start_at"] for r in rows] == [utc(2026, 10, 5, 7)]
+    assert [i.reason for i in issues] == ["unparseable start time: '31-APR-2026 09:00:00'"]
+
+
+def test_without_answer_column_billsec_places_the_answer_before_the_end():
+    rows, issues = run({"start": ["2026-10-01 12:00:00", "2026-10-01 13:00:00"], "duration": ["100", "20"],
+                        "billsec": ["90", "0"]}, key=())
+    assert issues == []
+    assert [(r["answer_at"], r["billsec_s"], r["disposition"]) for r in rows] == [
+        (utc(2026, 10, 1, 10, 0, 10), 90, "ANSWERED"), (None, 0, "NO ANSWER")]
+
+
 def test_a_batch_without_end_or_duration_is_a_programming_error():
     with pytest.raises(ValueError, match="needs an end time or a duration"):
         run({"start": ["2026-10-01 12:00:00"]})

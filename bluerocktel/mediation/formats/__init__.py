@@ -42,11 +42,12 @@ class FormatSpec:
     header_lines: int = 0          # first lines repeated at the head of every slice
     extensions: tuple[str, ...] = ()
     raw_kind: str = "line"         # line | document | binary (module doc)
+    encoding: str = "utf-8"        # text encoding of the files (header lines are decoded with it)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "fingerprint": self.fingerprint,
                 "line_based": self.line_based, "header_lines": self.header_lines,
-                "extensions": list(self.extensions), "raw_kind": self.raw_kind}
+                "extensions": list(self.extensions), "raw_kind": self.raw_kind, "encoding": self.encoding}
 
 
 _BUILTIN: dict[str, FormatSpec] | None = None
