@@ -322,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period", default=None, help="only this month, YYYY-MM")
     p.set_defaults(func=cmd_rate)
 
+    from bluerocktel.rating.cgrates_cli import add_rating_quote_parser
+
+    rating = sub.add_parser("rating", help="rating plans and quotes").add_subparsers(dest="rating_command",
+                                                                                      required=True)
+    add_rating_quote_parser(rating, common)
+
     billing = sub.add_parser("billing", help="billing cycles").add_subparsers(dest="billing_command", required=True)
     p = billing.add_parser("run", parents=[common], help="run the billing cycle of a period")
     p.add_argument("--period", required=True, help="YYYY-MM")
