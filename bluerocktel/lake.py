@@ -106,7 +106,7 @@ QUARANTINE_SCHEMA = pa.schema([
 # Quarantined records that a later reprocessing imported (or found already imported).
 QUARANTINE_RESOLVED_SCHEMA = pa.schema([
     ("quarantine_id", pa.string()),
-    ("outcome", pa.string()),         # imported, duplicate
+    ("outcome", pa.string()),         # imported, duplicate, consumed (read, no row of its own)
     ("cdr_id", pa.string()),
     ("resolved_at", UTC_TS),
 ])

@@ -4,26 +4,51 @@
 
 1. **Identity.** The input's SHA-256 (of the bytes as received, compressed or not) is looked up
    in the ``cdr_files`` ledger; the same bytes imported before make a ``duplicate`` row and
-   nothing else. A lock per SHA-256 makes a second import of the same bytes wait for the first.
-2. **Unpacking.** Gzip and zip inputs are read through a first pass that checks their
-   decompressed size against ``BLUEROCKTEL_MAX_DECOMPRESSED_MB`` and
-   ``BLUEROCKTEL_MAX_COMPRESSION_RATIO`` before anything is imported (a decompression bomb is
-   refused whole). Each member of a zip is imported as its own file ``archive.zip/member``.
-3. **Ledger first.** A ``cdr_files`` row is committed ``importing``.
+   nothing else. A lock (one of 256, chosen by the SHA-256's first byte) makes a second import
+   of the same bytes wait for the first, across processes.
+2. **Unpacking.** A gzip input (magic ``1f 8b``) is read once, decompressing and counting,
+   before anything is imported; a zip input (``PK\\x03\\x04``) has its declared sizes checked,
+   then every member decompressed and counted (and its CRC checked by :mod:`zipfile`). Past
+   ``BLUEROCKTEL_MAX_DECOMPRESSED_MB`` in all, or past ``BLUEROCKTEL_MAX_COMPRESSION_RATIO``
+   times the compressed size once past 1 MiB, the input is refused whole as a decompression
+   bomb; a truncated or damaged stream is refused whole too. ``zipfile`` itself never yields
+   more than a member's declared size (it cuts the output there, and the CRC then fails), so a
+   member lying about its size is refused as damaged; the counting is kept anyway, also while
+   the records are read. A gzip input's records keep the inner name (``Master.csv.gz`` →
+   ``Master.csv``); each member of a zip is imported as its own file ``archive.zip/member``
+   (its own ledger row, identified by the member's bytes); archives inside archives are refused.
+   A member its format refuses is ledgered ``failed``, the other members are imported, then the
+   import raises a :class:`FormatError` naming the refused members.
+3. **Ledger first.** A ``cdr_files`` row is committed ``importing``. A refused input (bomb,
+   damaged archive, a parser's :class:`FormatError`) ends as a ``failed`` row with the error and
+   zero counts, and nothing of it in the lake: a zip refused whole gets one ``failed`` row for
+   the archive.
 4. **Slices.** A ``line_based`` format is parsed in slices of ``BLUEROCKTEL_IMPORT_CHUNK_MB``
    cut at line ends (its header lines repeated at the head of each), so memory stays bounded
    whatever the file size; other formats are read whole (up to ``BLUEROCKTEL_MAX_CDR_FILE_MB``).
-   While the lake lock is held (one importer at a time per data dir, across processes), each
-   slice's records whose ``cdr_id`` is already in the lake, or earlier in the slice, are counted
-   as duplicates, the others written one Parquet file per UTC month; its quarantined records go
-   to the quarantine (once: by ``quarantine_id``).
+   While the lake lock is held (one importer at a time per data dir, across processes, for the
+   whole file), each slice's records whose ``cdr_id`` is already in the lake, or earlier in the
+   file, are counted as duplicates, the others written one Parquet file per UTC month; its
+   quarantined records go to the quarantine (once: by ``quarantine_id``, the SHA-256 of source,
+   file, line and raw text). Only the bytes fingerprinted in step 1 are read (a file still being
+   appended to is imported up to the size it had), and their SHA-256 is checked again at the
+   end: a file rewritten meanwhile is refused.
 5. **Finish.** The ledger row becomes ``imported`` with its counts and timings, with an audit
-   entry.
+   entry. If the import fails instead (an exception), the Parquet files it wrote are removed
+   before the lake lock is released and the row becomes ``failed``.
 
-Killed at any point, an import leaves only whole Parquet files (each written atomically) and a
-ledger row ``importing``; running it again marks that row ``interrupted``, finds the records
-already written and counts them as duplicates: the lake ends with exactly the records of one
-clean import.
+Killed at any point (SIGKILL, power loss), an import leaves only whole Parquet files (each
+written to a temporary name, fsynced and renamed) and a ledger row ``importing``; running it
+again marks that row ``interrupted``, finds the records already written and counts them as
+duplicates, and the quarantine skips the records it already holds: the lake ends with exactly
+the records of one clean import (``tests/mediation/test_lossless.py`` kills real imports).
+
+Test hook (not a setting): when the environment variable ``BLUEROCKTEL_TEST_KILL_AT`` names a
+point, the importing process sends itself SIGKILL there. Points: ``ledger-start`` (row
+committed, nothing written), ``slice-N-records`` (slice N's record files written, not its
+quarantine), ``slice-N`` (slice N written whole), ``ledger-finish`` (every slice written, the
+row not finished); and ``reprocess-records`` in :mod:`bluerocktel.mediation.quarantine` (records
+read again written, their resolutions not). Slices are numbered from 1.
 """
 
 from __future__ import annotations
@@ -34,9 +59,12 @@ import gzip
 import hashlib
 import io
 import os
+import signal
 import time
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -58,6 +86,7 @@ READ_BLOCK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_ZIP_MEMBERS = 10_000
+KILL_HOOK = "BLUEROCKTEL_TEST_KILL_AT"
 
 
 def register_format(name: str, parse_fn, **spec) -> None:
@@ -139,6 +168,18 @@ class _Job:
     remote_path: str | None
 
 
+@dataclass(frozen=True)
+class _Input:
+    """One input to import: its names, how to open it, and what step 1 found about it."""
+
+    file_name: str                   # ledger name (as received)
+    shown: str                       # the summary's ``file``
+    opener: Callable[[], BinaryIO]
+    sha: str
+    size: int
+    head: bytes
+
+
 # --- entry points -----------------------------------------------------------------------------
 
 def import_cdr_file(wb, path: str | Path, format: str | FormatSpec, source: str = "default", actor: str = "cli",
@@ -161,7 +202,10 @@ def import_cdr_bytes(wb, data: bytes, file_name: str, format: str | FormatSpec, 
     return _import(wb, job, file_name, file_name, lambda: io.BytesIO(data))
 
 
-def _job(wb, format, source, actor, timezone, country, options, collector, remote_path) -> _Job:
+def _job(wb, format, source, actor, timezone=None, country=None, options=None,
+         collector=Collector.MANUAL.value, remote_path=None) -> _Job:
+    """The job of an import: the format, and the source's time zone, country and options (the
+    arguments win, then the ``cdr_sources`` row, then the settings)."""
     from sqlalchemy import select
 
     from bluerocktel.db.models import CdrSource
@@ -181,78 +225,120 @@ def _job(wb, format, source, actor, timezone, country, options, collector, remot
 def _import(wb, job: _Job, file_name: str, shown: str, opener: Callable[[], BinaryIO]) -> ImportSummary:
     started = time.monotonic()
     sha, size, head = _fingerprint(opener)
-    summary = ImportSummary(file=shown, format=job.spec.name, source=job.source, sha256=sha)
-    with _lock(wb.lake_dir, f"file-{sha}"):
-        seen = _find_imported(wb, sha)
+    given = _Input(file_name, shown, opener, sha, size, head)
+    if head.startswith(ZIP_MAGIC):
+        return _import_zip(wb, job, given, started)
+    return _import_one(wb, job, given, started)
+
+
+def _import_one(wb, job: _Job, given: _Input, started: float) -> ImportSummary:
+    """Steps 1 and 3 to 5 for one plain or gzip input (a whole file, or one member of a zip)."""
+    summary = ImportSummary(file=given.shown, format=job.spec.name, source=job.source, sha256=given.sha)
+    with _lock(wb.lake_dir, f"file-{given.sha[:2]}"):
+        seen = _find_imported(wb, given.sha)
         if seen is not None:
             summary.status = CdrFileStatus.DUPLICATE.value
-            _ledger_duplicate(wb, job, summary, file_name, size, seen)
+            _ledger_duplicate(wb, job, summary, given.file_name, given.size, seen)
             return summary
-        _mark_interrupted(wb, sha)
-        if head.startswith(ZIP_MAGIC):
-            return _import_zip(wb, job, file_name, summary, opener, size, started)
-        compressed = head.startswith(GZIP_MAGIC)
-        if compressed:
-            _check_gzip(opener, size, file_name)
-
-        def stream() -> BinaryIO:
-            raw = opener()
-            return gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
-
-        name = file_name[:-3] if compressed and file_name.endswith(".gz") else file_name
-        return _import_stream(wb, job, name, summary, stream, size, started)
-
-
-def _import_zip(wb, job, file_name, summary, opener, size, started) -> ImportSummary:
-    with opener() as fh:
+        _mark_interrupted(wb, given.sha)
+        summary.cdr_file_id = _ledger_start(wb, job, summary, given.file_name, given.size)
+        _kill_point("ledger-start")
         try:
-            archive = zipfile.ZipFile(fh)
-            members = [m for m in archive.infolist() if not m.is_dir()]
-        except zipfile.BadZipFile as exc:
-            raise FormatError(f"{file_name}: not a readable zip archive ({exc})") from None
-        _check_zip(members, size, file_name)
-        for member in members:
-            data = archive.read(member)
-            member_name = f"{file_name}/{member.filename}"
-            sub = import_cdr_bytes(wb, data, member_name, job.spec, job.source, job.actor,
-                                   timezone=job.timezone, country=job.country, options=job.options,
-                                   collector=job.collector)
+            compressed = given.head.startswith(GZIP_MAGIC)
+            records_name = given.file_name
+            if compressed:
+                _check_gzip(given)
+                if records_name.lower().endswith(".gz"):
+                    records_name = records_name[:-3]
+            _import_stream(wb, job, records_name, summary, given, compressed)
+        except Exception as exc:
+            # A broken program or a refused file: nothing of it is left in the lake (the
+            # stream rolled its files back); ledger it as failed, then let it raise.
+            summary.received = summary.imported = summary.duplicates = summary.quarantined = 0
+            summary.months = []
+            summary.status = CdrFileStatus.FAILED.value
+            summary.duration_ms = int((time.monotonic() - started) * 1000)
+            _ledger_finish(wb, job, summary, error=f"{type(exc).__name__}: {exc}")
+            raise
+        _kill_point("ledger-finish")
+        summary.status = CdrFileStatus.IMPORTED.value
+        summary.duration_ms = int((time.monotonic() - started) * 1000)
+        _ledger_finish(wb, job, summary)
+        return summary
+
+
+def _import_zip(wb, job: _Job, given: _Input, started: float) -> ImportSummary:
+    """Check every member (sizes, CRC, bomb limits), then import each as its own file."""
+    summary = ImportSummary(file=given.shown, format=job.spec.name, source=job.source, sha256=given.sha)
+    with given.opener() as fh:
+        try:
+            try:
+                archive = zipfile.ZipFile(fh)
+                members = [m for m in archive.infolist() if not m.is_dir()]
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+                raise FormatError(f"{given.file_name}: not a readable zip archive ({exc}); nothing imported") from None
+            checked = _check_zip(archive, members, given)
+        except FormatError as exc:
+            summary.status = CdrFileStatus.FAILED.value
+            summary.duration_ms = int((time.monotonic() - started) * 1000)
+            _ledger_failed(wb, job, summary, given.file_name, given.size, f"FormatError: {exc}")
+            raise
+        refused: list[str] = []
+        for member, (sha, size, head) in zip(members, checked):
+            member_name = f"{given.file_name}/{member.filename}"
+            try:
+                sub = _import_one(wb, job, _Input(member_name, member_name, lambda m=member: archive.open(m),
+                                                  sha, size, head), time.monotonic())
+            except FormatError as exc:
+                # Ledgered failed by _import_one; the other members are still imported.
+                refused.append(str(exc))
+                continue
             summary.members.append(sub)
             summary.add(sub)
     summary.duration_ms = int((time.monotonic() - started) * 1000)
+    if refused:
+        raise FormatError(f"{given.file_name}: {len(refused)} of {len(members)} members refused "
+                          f"({'; '.join(refused)}); the others were imported")
+    if all(m.status == CdrFileStatus.DUPLICATE for m in summary.members):
+        summary.status = CdrFileStatus.DUPLICATE.value
     return summary
 
 
-def _import_stream(wb, job: _Job, file_name: str, summary: ImportSummary, stream: Callable[[], BinaryIO],
-                   size: int, started: float) -> ImportSummary:
-    summary.cdr_file_id = _ledger_start(wb, job, summary, file_name, size)
-    try:
-        with _lock(wb.lake_dir, "lake"), ThreadPoolExecutor(max_workers=1) as writer:
-            pending = None
-            for data, base, header in _slices(stream, job.spec, file_name):
-                table, issues = job.spec.parse(data, file_name=file_name, source=job.source,
-                                               timezone=job.timezone, country=job.country, options=job.options)
-                if base:
-                    table, issues = _shift(table, issues, base)
+def _import_stream(wb, job: _Job, file_name: str, summary: ImportSummary, given: _Input,
+                   compressed: bool) -> None:
+    """Parse, dedup and write every slice while holding the lake lock; on any failure remove
+    the Parquet files written so far before the lock is released."""
+    written: list[Path] = []
+    with _lock(wb.lake_dir, "lake"):
+        pending = None
+        writer = ThreadPoolExecutor(max_workers=1)
+        try:
+            with _ReadOnce(given, compressed) as fh:
+                for number, (data, base, header) in enumerate(_slices(fh, job.spec, file_name), start=1):
+                    table, issues = job.spec.parse(data, file_name=file_name, source=job.source,
+                                                   timezone=job.timezone, country=job.country,
+                                                   options=job.options)
+                    if base:
+                        table, issues = _shift(table, issues, base)
+                    if pending is not None:
+                        pending.result()
+                    pending = writer.submit(_write_slice, wb.lake_dir, job, summary, table, issues, header,
+                                            written, number)
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(_write_slice, wb.lake_dir, job, summary, table, issues, header)
+                fh.verify()
+        except BaseException:
             if pending is not None:
-                pending.result()
-    except Exception as exc:
-        # A broken program or a refused file: ledger it as failed, then let it raise.
-        summary.status = CdrFileStatus.FAILED.value
-        summary.duration_ms = int((time.monotonic() - started) * 1000)
-        _ledger_finish(wb, job, summary, error=f"{type(exc).__name__}: {exc}")
-        raise
-    summary.status = CdrFileStatus.IMPORTED.value
-    summary.duration_ms = int((time.monotonic() - started) * 1000)
-    _ledger_finish(wb, job, summary)
-    return summary
+                wait_futures([pending])
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        finally:
+            writer.shutdown(wait=True)
 
 
 def _write_slice(lake_dir: Path, job: _Job, summary: ImportSummary, table: pa.Table,
-                 issues: list[CdrIssue], header: str | None) -> None:
+                 issues: list[CdrIssue], header: str | None, written: list[Path], number: int) -> None:
     """Dedup and write one parsed slice (the lake lock is held by the caller)."""
     summary.received += table.num_rows + len(issues)
     summary.quarantined += len(issues)
@@ -261,56 +347,173 @@ def _write_slice(lake_dir: Path, job: _Job, summary: ImportSummary, table: pa.Ta
     fresh = drop_known_records(lake_dir, table)
     summary.imported += fresh.num_rows
     summary.duplicates += table.num_rows - fresh.num_rows
-    summary.months = sorted(set(summary.months) | set(write_months(lake_dir, fresh)))
+    months = _write_months(lake_dir, fresh, written)
+    summary.months = sorted(set(summary.months) | set(months))
+    _kill_point(f"slice-{number}-records")
     if issues:
-        write_quarantine(lake_dir, job.source, job.spec.name, issues, header)
+        _write_quarantine(lake_dir, job.source, job.spec.name, issues, header, written)
+    _kill_point(f"slice-{number}")
 
 
-# --- slicing and unpacking ----------------------------------------------------------------------
+def _kill_point(name: str) -> None:
+    """The test hook of the module doc: SIGKILL this process at point ``name`` if asked to."""
+    if os.environ.get(KILL_HOOK) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
-def _slices(stream: Callable[[], BinaryIO], spec: FormatSpec, file_name: str) -> Iterator[tuple[bytes, int, str | None]]:
+
+# --- reading, slicing and unpacking -------------------------------------------------------------
+
+class _ReadOnce:
+    """The input as the parser reads it: at most the ``size`` bytes fingerprinted in step 1,
+    hashed again as they go by (on a thread of its own: hashlib releases the GIL, so the hash
+    costs no wall time beside the parse), decompressed (and counted against the bomb limits)
+    when gzip."""
+
+    def __init__(self, given: _Input, compressed: bool):
+        self._given = given
+        self._raw = given.opener()
+        self._left = given.size
+        self._digest = hashlib.sha256()
+        self._hasher = ThreadPoolExecutor(max_workers=1)       # one worker: blocks hashed in order
+        self._gzip = gzip.GzipFile(fileobj=_Adapter(self._read_raw), mode="rb") if compressed else None
+        self._produced = 0
+
+    def _read_raw(self, n: int = -1) -> bytes:
+        n = self._left if n is None or n < 0 or n > self._left else n
+        data = self._raw.read(n) if n else b""
+        self._left -= len(data)
+        if data:
+            self._hasher.submit(self._digest.update, data)
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        if self._gzip is None:
+            return self._read_raw(n)
+        try:
+            data = self._gzip.read(n)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FormatError(f"{self._given.file_name}: damaged gzip stream ({exc}); nothing imported") from None
+        self._produced += len(data)
+        if (reason := _bomb(self._given.file_name, self._produced, self._given.size)) is not None:
+            raise FormatError(reason)
+        return data
+
+    def verify(self) -> None:
+        """Refuse the input if its bytes were not those fingerprinted (a file rewritten meanwhile)."""
+        while self._left and self._read_raw(READ_BLOCK):
+            pass
+        self._hasher.shutdown(wait=True)
+        if self._left or self._digest.hexdigest() != self._given.sha:
+            raise FormatError(f"{self._given.file_name}: changed while being imported "
+                              "(SHA-256 differs from the first read); nothing imported")
+
+    def __enter__(self) -> "_ReadOnce":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hasher.shutdown(wait=True)
+        if self._gzip is not None:
+            self._gzip.close()
+        self._raw.close()
+
+
+class _Adapter(io.RawIOBase):
+    """A file-like ``read`` for GzipFile over a read function."""
+
+    def __init__(self, read: Callable[[int], bytes]):
+        self._read = read
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self._read(n)
+
+    def readinto(self, buffer) -> int:
+        data = self._read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _read_exactly(fh, n: int) -> bytes:
+    """Up to ``n`` bytes of ``fh``, fewer only at its end."""
+    parts, got = [], 0
+    while got < n:
+        block = fh.read(min(n - got, 16 << 20))
+        if not block:
+            break
+        parts.append(block)
+        got += len(block)
+    return b"".join(parts)
+
+
+def _slices(fh, spec: FormatSpec, file_name: str) -> Iterator[tuple[bytes, int, str | None]]:
     """(data, lines before it in the file, header text) for each slice of the input."""
-    with stream() as fh:
-        if not spec.line_based:
-            limit = int(get_setting("max_cdr_file_mb")) << 20
-            data = fh.read(limit + 1)
-            if len(data) > limit:
-                raise FormatError(f"{file_name}: larger than BLUEROCKTEL_MAX_CDR_FILE_MB "
-                                  f"({limit >> 20} MiB) for format {spec.name}")
+    limit = int(get_setting("max_cdr_file_mb")) << 20
+    if not spec.line_based:
+        data = _read_exactly(fh, limit + 1)
+        if len(data) > limit:
+            raise FormatError(f"{file_name}: larger than BLUEROCKTEL_MAX_CDR_FILE_MB "
+                              f"({limit >> 20} MiB) for format {spec.name}")
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        yield data, 0, _header_text(data, spec)
+        return
+    chunk = max(1, int(get_setting("import_chunk_mb"))) << 20
+    header = b""
+    header_text = None
+    carry = b""
+    lines_before = 0
+    first = True
+    while True:
+        block = _read_exactly(fh, chunk)
+        data = carry + block
+        if block:
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                if len(data) > limit:
+                    raise FormatError(f"{file_name}: a line longer than BLUEROCKTEL_MAX_CDR_FILE_MB "
+                                      f"({limit >> 20} MiB) after line {lines_before}: not a {spec.name} file")
+                carry = data
+                continue
+            carry, data = data[cut + 1:], data[:cut + 1]
+        elif not data:
+            return
+        if first:
             if data.startswith(b"\xef\xbb\xbf"):
                 data = data[3:]
-            yield data, 0, None
+            if spec.header_lines:
+                header = _first_lines(data, spec.header_lines)
+                header_text = _header_text(data, spec)
+            yield data, 0, header_text
+        else:
+            yield header + data, lines_before - header.count(b"\n"), header_text
+        lines_before += data.count(b"\n")
+        first = False
+        if not block:
             return
-        chunk = max(1, int(get_setting("import_chunk_mb"))) << 20
-        header = b""
-        header_text = None
-        carry = b""
-        lines_before = 0
-        first = True
-        while True:
-            block = fh.read(chunk)
-            data = carry + block
-            if block:
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    carry = data
-                    continue
-                carry, data = data[cut + 1:], data[:cut + 1]
-            elif not data:
-                return
-            if first:
-                if data.startswith(b"\xef\xbb\xbf"):
-                    data = data[3:]
-                if spec.header_lines:
-                    header = _first_lines(data, spec.header_lines)
-                    header_text = header.decode("utf-8", "replace").rstrip("\r\n") or None
-                yield data, 0, header_text
-            else:
-                yield header + data, lines_before - header.count(b"\n"), header_text
-            lines_before += data.count(b"\n")
-            first = False
-            if not block:
-                return
+
+
+def _header_text(data: bytes, spec: FormatSpec) -> str | None:
+    """The format's header lines as kept with quarantined records (``None`` when it has none).
+
+    Decoded like the records' raw text, so that header and lines read again together (as UTF-8,
+    ``cdr quarantine reprocess``) name the same columns: in the format's ``encoding`` when its
+    spec has one, else UTF-8, else (not UTF-8: a latin-1 or cp1252 export) latin-1, which maps
+    every byte to the character it is in both but for cp1252's 0x80-0x9F.
+    """
+    if not spec.header_lines:
+        return None
+    head = _first_lines(data, spec.header_lines)
+    encoding = getattr(spec, "encoding", None)
+    if encoding:
+        text = head.decode(encoding, "replace")
+    else:
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            text = head.decode("latin-1")
+    return text.rstrip("\r\n") or None
 
 
 def _first_lines(data: bytes, n: int) -> bytes:
@@ -330,17 +533,19 @@ def _shift(table: pa.Table, issues: list[CdrIssue], base: int) -> tuple[pa.Table
     return table, [replace(i, line=i.line + base) for i in issues]
 
 
-def _fingerprint(opener) -> tuple[str, int, bytes]:
-    """SHA-256, size and first bytes of the input."""
+def _fingerprint(opener, count: Callable[[int], None] | None = None) -> tuple[str, int, bytes]:
+    """SHA-256, size and first bytes of the input (``count`` sees the size grow)."""
     digest = hashlib.sha256()
     size = 0
     head = b""
     with opener() as fh:
         while block := fh.read(READ_BLOCK):
-            if not head:
-                head = block[:8]
+            if len(head) < 8:
+                head = (head + block)[:8]
             digest.update(block)
             size += len(block)
+            if count is not None:
+                count(len(block))
     return digest.hexdigest(), size, head
 
 
@@ -352,40 +557,68 @@ def _bomb(file_name: str, produced: int, compressed: int) -> str | None:
     limit, ratio = _limits()
     if produced > limit:
         return (f"{file_name}: refused, decompresses to more than {limit >> 20} MiB "
-                "(BLUEROCKTEL_MAX_DECOMPRESSED_MB): a decompression bomb?")
+                "(BLUEROCKTEL_MAX_DECOMPRESSED_MB): a decompression bomb? nothing imported")
     if produced > (1 << 20) and produced > ratio * max(compressed, 1):
         return (f"{file_name}: refused, decompresses more than {ratio}:1 "
-                "(BLUEROCKTEL_MAX_COMPRESSION_RATIO): a decompression bomb?")
+                "(BLUEROCKTEL_MAX_COMPRESSION_RATIO): a decompression bomb? nothing imported")
     return None
 
 
-def _check_gzip(opener, size: int, file_name: str) -> None:
+def _check_gzip(given: _Input) -> None:
     """Read the whole gzip stream once, counting, before anything is imported."""
     produced = 0
-    with opener() as raw, gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+    with given.opener() as raw, gzip.GzipFile(fileobj=raw, mode="rb") as fh:
         try:
             while block := fh.read(READ_BLOCK):
                 produced += len(block)
-                if (reason := _bomb(file_name, produced, size)) is not None:
+                if (reason := _bomb(given.file_name, produced, given.size)) is not None:
                     raise FormatError(reason)
-        except (OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise FormatError(f"{file_name}: damaged gzip stream ({exc}); nothing imported") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FormatError(f"{given.file_name}: damaged gzip stream ({exc}); nothing imported") from None
 
 
-def _check_zip(members: list[zipfile.ZipInfo], size: int, file_name: str) -> None:
+def _check_zip(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo],
+               given: _Input) -> list[tuple[str, int, bytes]]:
+    """Declared sizes, then every member decompressed and counted: (sha, size, head) of each."""
+    name = given.file_name
     if len(members) > MAX_ZIP_MEMBERS:
-        raise FormatError(f"{file_name}: {len(members)} members, more than {MAX_ZIP_MEMBERS}")
-    # The declared sizes first (cheap), the real ones as members are read (zipfile checks CRC).
+        raise FormatError(f"{name}: {len(members)} members, more than {MAX_ZIP_MEMBERS}; nothing imported")
+    if not members:
+        raise FormatError(f"{name}: an empty zip archive; nothing imported")
     declared = sum(m.file_size for m in members)
-    if (reason := _bomb(file_name, declared, size)) is not None:
-        raise FormatError(reason)
+    if (reason := _bomb(name, declared, given.size)) is not None:
+        raise FormatError(reason + f" (declared sizes: {declared} bytes)")
+    produced = 0
+
+    def count(n: int) -> None:
+        nonlocal produced
+        produced += n
+        if (reason := _bomb(name, produced, given.size)) is not None:
+            raise FormatError(reason)
+
+    out = []
+    for member in members:
+        try:
+            sha, size, head = _fingerprint(lambda: archive.open(member), count)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError, NotImplementedError,
+                ValueError) as exc:
+            raise FormatError(f"{name}: damaged or unreadable zip member {member.filename!r} ({exc}); "
+                              "nothing imported") from None
+        if head.startswith(ZIP_MAGIC) or head.startswith(GZIP_MAGIC):
+            raise FormatError(f"{name}: member {member.filename!r} is itself an archive; archives inside "
+                              "archives are not unpacked, nothing imported")
+        out.append((sha, size, head))
+    return out
 
 
 # --- the lake -----------------------------------------------------------------------------------
 
 @contextmanager
 def _lock(lake_dir: Path, name: str):
-    """An exclusive advisory lock shared by every process using this data dir."""
+    """An exclusive advisory lock (``fcntl.flock``) shared by every process using this data dir.
+
+    Not re-entrant: a process must not take a lock it holds (flock locks belong to open files).
+    """
     folder = lake_dir / ".locks"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}.lock", "a+") as fh:
@@ -443,13 +676,18 @@ def drop_known_records(lake_dir: Path, table: pa.Table) -> pa.Table:
 
 def write_months(lake_dir: Path, table: pa.Table) -> list[str]:
     """One Parquet file per UTC month of ``start_at``; the months written."""
+    return _write_months(lake_dir, table, [])
+
+
+def _write_months(lake_dir: Path, table: pa.Table, written: list[Path]) -> list[str]:
+    """:func:`write_months`, appending each file written to ``written``."""
     if table.num_rows == 0:
         return []
     months, keys = _month_keys(table)
     for month in months:
         part = table if keys is None else table.filter(
             pc.equal(keys, int(month[:4]) * 100 + int(month[5:])))
-        lake.write_partition(lake_dir, "cdrs", month, part)
+        written.append(lake.write_partition(lake_dir, "cdrs", month, part))
     return months
 
 
@@ -460,13 +698,18 @@ def quarantine_id(source: str, file: str, line: int, raw: str) -> str:
 def write_quarantine(lake_dir: Path, source: str, format: str, issues: list[CdrIssue],
                      header: str | None = None) -> int:
     """Append ``issues`` to the quarantine, skipping those already there; how many were new."""
+    return _write_quarantine(lake_dir, source, format, issues, header, [])
+
+
+def _write_quarantine(lake_dir: Path, source: str, format: str, issues: list[CdrIssue], header: str | None,
+                      written: list[Path]) -> int:
     now = dt.datetime.now(dt.timezone.utc)
     ids = [quarantine_id(source, i.file, i.line, i.raw) for i in issues]
     known: set[str] = set()
     if lake.partition_files(lake_dir, "quarantine"):
         con = lake.connect_duckdb()
         try:
-            con.register("ids", pa.table({"quarantine_id": ids}))
+            con.register("ids", pa.table({"quarantine_id": pa.array(ids, pa.string())}))
             known = set(con.sql(f"SELECT quarantine_id FROM {lake.scan_sql(lake_dir, 'quarantine')} "
                                 "WHERE quarantine_id IN (SELECT quarantine_id FROM ids)").to_arrow_table()
                         .column(0).to_pylist())
@@ -492,7 +735,7 @@ def write_quarantine(lake_dir: Path, source: str, format: str, issues: list[CdrI
         "header": pa.array([header] * len(rows), pa.string()),
         "quarantined_at": pa.array([now] * len(rows), lake.UTC_TS),
     })
-    lake.write_partition(lake_dir, "quarantine", now.strftime("%Y-%m"), table)
+    written.append(lake.write_partition(lake_dir, "quarantine", now.strftime("%Y-%m"), table))
     return len(rows)
 
 
@@ -575,6 +818,12 @@ def _ledger_finish(wb, job: _Job, summary: ImportSummary, error: str | None = No
         if error:
             details["error"] = error
         record_audit(s, job.actor, "cdr.import", "cdr_file", row.id, **details)
+
+
+def _ledger_failed(wb, job: _Job, summary: ImportSummary, file_name: str, size: int, error: str) -> None:
+    """A ``failed`` row for an input refused before any of it was imported (a zip archive)."""
+    summary.cdr_file_id = _ledger_start(wb, job, summary, file_name, size)
+    _ledger_finish(wb, job, summary, error=error)
 
 
 def _audit_details(summary: ImportSummary) -> dict:

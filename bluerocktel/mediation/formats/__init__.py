@@ -18,6 +18,9 @@ to the whole file's. ``options`` are the CDR source's options (e.g. a 3CX column
   (a Kamailio INVITE and its BYE) can meet;
 - ``document``: a standalone text document holding the one record (an XML ``<cdr>``);
 - ``binary``: base64 of the record's bytes, decodable alone (a BER record).
+
+On ``cdr quarantine reprocess`` the parser receives UTF-8 text and the option
+``quarantine_reprocess=True``.
 """
 
 from __future__ import annotations

@@ -182,7 +182,10 @@ def _detect_width(data: bytes) -> int:
     for _ in range(100):
         end = data.find(b"\n", pos)
         line = data[pos:end if end >= 0 else len(data)].decode("utf-8", "replace")
-        fields = next(csv.reader([line]), [])
+        try:
+            fields = next(csv.reader([line]), [])
+        except csv.Error:      # a CR or NUL inside the line: not a layout line
+            fields = []
         if len(fields) in LAYOUTS:
             return len(fields)
         if end < 0:
