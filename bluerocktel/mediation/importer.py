@@ -314,7 +314,8 @@ def _import_stream(wb, job: _Job, file_name: str, summary: ImportSummary, given:
         writer = ThreadPoolExecutor(max_workers=1)
         try:
             with _ReadOnce(given, compressed) as fh:
-                for number, (data, base, header) in enumerate(_slices(fh, job.spec, file_name), start=1):
+                for number, (data, base, header) in enumerate(_slices(fh, job.spec, file_name, job.options),
+                                                               start=1):
                     table, issues = job.spec.parse(data, file_name=file_name, source=job.source,
                                                    timezone=job.timezone, country=job.country,
                                                    options=job.options)
@@ -447,7 +448,8 @@ def _read_exactly(fh, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _slices(fh, spec: FormatSpec, file_name: str) -> Iterator[tuple[bytes, int, str | None]]:
+def _slices(fh, spec: FormatSpec, file_name: str, options: Mapping | None = None,
+            ) -> Iterator[tuple[bytes, int, str | None]]:
     """(data, lines before it in the file, header text) for each slice of the input."""
     limit = int(get_setting("max_cdr_file_mb")) << 20
     if not spec.line_based:
@@ -457,7 +459,7 @@ def _slices(fh, spec: FormatSpec, file_name: str) -> Iterator[tuple[bytes, int, 
                               f"({limit >> 20} MiB) for format {spec.name}")
         if data.startswith(b"\xef\xbb\xbf"):
             data = data[3:]
-        yield data, 0, _header_text(data, spec)
+        yield data, 0, _header_text(data, spec, _header_count(data, spec, options))
         return
     chunk = max(1, int(get_setting("import_chunk_mb"))) << 20
     header = b""
@@ -482,9 +484,10 @@ def _slices(fh, spec: FormatSpec, file_name: str) -> Iterator[tuple[bytes, int, 
         if first:
             if data.startswith(b"\xef\xbb\xbf"):
                 data = data[3:]
-            if spec.header_lines:
-                header = _first_lines(data, spec.header_lines)
-                header_text = _header_text(data, spec)
+            count = _header_count(data, spec, options)
+            if count:
+                header = _first_lines(data, count)
+                header_text = _header_text(data, spec, count)
             yield data, 0, header_text
         else:
             yield header + data, lines_before - header.count(b"\n"), header_text
@@ -494,7 +497,14 @@ def _slices(fh, spec: FormatSpec, file_name: str) -> Iterator[tuple[bytes, int, 
             return
 
 
-def _header_text(data: bytes, spec: FormatSpec) -> str | None:
+def _header_count(data: bytes, spec: FormatSpec, options: Mapping | None) -> int:
+    """How many header lines this file has: the format's own count, or what it reads in the file."""
+    if spec.header_lines_of is not None:
+        return spec.header_lines_of(data, options or {})
+    return spec.header_lines
+
+
+def _header_text(data: bytes, spec: FormatSpec, count: int) -> str | None:
     """The format's header lines as kept with quarantined records (``None`` when it has none).
 
     Decoded like the records' raw text, so that header and lines read again together (as UTF-8,
@@ -502,9 +512,9 @@ def _header_text(data: bytes, spec: FormatSpec) -> str | None:
     spec has one, else UTF-8, else (not UTF-8: a latin-1 or cp1252 export) latin-1, which maps
     every byte to the character it is in both but for cp1252's 0x80-0x9F.
     """
-    if not spec.header_lines:
+    if not count:
         return None
-    head = _first_lines(data, spec.header_lines)
+    head = _first_lines(data, count)
     encoding = getattr(spec, "encoding", None)
     if encoding:
         text = head.decode(encoding, "replace")

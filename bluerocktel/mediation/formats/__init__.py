@@ -28,7 +28,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import pyarrow as pa
 
@@ -43,6 +43,7 @@ class FormatSpec:
     fingerprint: str = ""          # which fields make the record id (shown by `cdr formats`)
     line_based: bool = True        # may be cut at line ends into slices imported one by one
     header_lines: int = 0          # first lines repeated at the head of every slice
+    header_lines_of: Callable[[bytes, Mapping], int] | None = None   # per file, from its first slice
     extensions: tuple[str, ...] = ()
     raw_kind: str = "line"         # line | document | binary (module doc)
     encoding: str = "utf-8"        # text encoding of the files (header lines are decoded with it)

@@ -60,12 +60,9 @@ call (transfers, queue polling), so the id is **source + historyid + callid + st
 callee** (the same line sent twice is one record; two legs are two). ``unique_id`` is the
 ``callid`` (else the ``historyid``).
 
-Large files: the format is declared with ``header_lines=1`` so that a header line is repeated
-at the head of every slice of a file larger than ``BLUEROCKTEL_IMPORT_CHUNK_MB``. A file
-*without* a header (order from the option) larger than that has its first record repeated at
-the head of the later slices: it is counted as a duplicate there (the lake stays exact; the
-record is not written twice). :func:`header_line_count` tells a file's own count, for an
-importer that can take it per file.
+Large files: :func:`header_line_count` tells the importer whether a file has its header line,
+which is then repeated at the head of every slice of a file larger than
+``BLUEROCKTEL_IMPORT_CHUNK_MB`` (a file without one is cut as it is).
 
 How it is fast: chunks cut at line ends are parsed by ``pyarrow.csv`` on worker threads and
 normalized there (:func:`~bluerocktel.mediation.normalize.normalize_batch`); lines of another
@@ -327,6 +324,7 @@ FORMATS = [FormatSpec(
     fingerprint="source + historyid + callid + start + caller + callee (3CX repeats historyid/callid on the legs "
                 "of a call)",
     header_lines=1,
+    header_lines_of=header_line_count,
     extensions=(".log", ".csv"),
     raw_kind="line",
 )]
