@@ -178,6 +178,7 @@ class _Input:
     sha: str
     size: int
     head: bytes
+    unchanged: Callable[[], bool] | None = None   # a file input: still the size and mtime it had
 
 
 # --- entry points -----------------------------------------------------------------------------
@@ -191,7 +192,12 @@ def import_cdr_file(wb, path: str | Path, format: str | FormatSpec, source: str 
     if not path.is_file():
         raise NotFoundError(f"CDR file not found: {path}")
     job = _job(wb, format, source, actor, timezone, country, options, collector, remote_path)
-    return _import(wb, job, file_name or path.name, str(path), lambda: open(path, "rb"))
+
+    def stat() -> tuple[int, int]:
+        info = os.stat(path)
+        return info.st_size, info.st_mtime_ns
+
+    return _import(wb, job, file_name or path.name, str(path), lambda: open(path, "rb"), stat)
 
 
 def import_cdr_bytes(wb, data: bytes, file_name: str, format: str | FormatSpec, source: str = "default",
@@ -222,10 +228,13 @@ def _job(wb, format, source, actor, timezone=None, country=None, options=None,
 
 # --- one input --------------------------------------------------------------------------------
 
-def _import(wb, job: _Job, file_name: str, shown: str, opener: Callable[[], BinaryIO]) -> ImportSummary:
+def _import(wb, job: _Job, file_name: str, shown: str, opener: Callable[[], BinaryIO],
+            stat: Callable[[], tuple[int, int]] | None = None) -> ImportSummary:
     started = time.monotonic()
     sha, size, head = _fingerprint(opener)
-    given = _Input(file_name, shown, opener, sha, size, head)
+    before = stat() if stat else None
+    given = _Input(file_name, shown, opener, sha, size, head,
+                   (lambda: stat() == before) if stat else None)
     if head.startswith(ZIP_MAGIC):
         return _import_zip(wb, job, given, started)
     return _import_one(wb, job, given, started)
@@ -366,16 +375,17 @@ def _kill_point(name: str) -> None:
 
 class _ReadOnce:
     """The input as the parser reads it: at most the ``size`` bytes fingerprinted in step 1,
-    hashed again as they go by (on a thread of its own: hashlib releases the GIL, so the hash
-    costs no wall time beside the parse), decompressed (and counted against the bomb limits)
-    when gzip."""
+    decompressed (and counted against the bomb limits) when gzip. :meth:`verify` refuses it if
+    those bytes changed meanwhile: a file whose size and modification time did not change is
+    taken as is, another one's first ``size`` bytes are hashed again; other inputs (members of a
+    zip) are hashed again as they go by, on a thread of their own."""
 
     def __init__(self, given: _Input, compressed: bool):
         self._given = given
         self._raw = given.opener()
         self._left = given.size
-        self._digest = hashlib.sha256()
-        self._hasher = ThreadPoolExecutor(max_workers=1)       # one worker: blocks hashed in order
+        self._digest = None if given.unchanged else hashlib.sha256()
+        self._hasher = None if given.unchanged else ThreadPoolExecutor(max_workers=1)   # blocks in order
         self._gzip = gzip.GzipFile(fileobj=_Adapter(self._read_raw), mode="rb") if compressed else None
         self._produced = 0
 
@@ -383,7 +393,7 @@ class _ReadOnce:
         n = self._left if n is None or n < 0 or n > self._left else n
         data = self._raw.read(n) if n else b""
         self._left -= len(data)
-        if data:
+        if data and self._hasher is not None:
             self._hasher.submit(self._digest.update, data)
         return data
 
@@ -401,6 +411,21 @@ class _ReadOnce:
 
     def verify(self) -> None:
         """Refuse the input if its bytes were not those fingerprinted (a file rewritten meanwhile)."""
+        if self._given.unchanged is not None:
+            if self._given.unchanged():
+                return
+            # Written to meanwhile (a Master.csv being appended to): the bytes read must still be
+            # those fingerprinted.
+            digest = hashlib.sha256()
+            with self._given.opener() as fh:
+                left = self._given.size
+                while left and (block := fh.read(min(left, READ_BLOCK))):
+                    digest.update(block)
+                    left -= len(block)
+            if left or digest.hexdigest() != self._given.sha:
+                raise FormatError(f"{self._given.file_name}: changed while being imported "
+                                  "(SHA-256 differs from the first read); nothing imported")
+            return
         while self._left and self._read_raw(READ_BLOCK):
             pass
         self._hasher.shutdown(wait=True)
@@ -412,7 +437,8 @@ class _ReadOnce:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._hasher.shutdown(wait=True)
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True)
         if self._gzip is not None:
             self._gzip.close()
         self._raw.close()
@@ -438,7 +464,10 @@ class _Adapter(io.RawIOBase):
 
 def _read_exactly(fh, n: int) -> bytes:
     """Up to ``n`` bytes of ``fh``, fewer only at its end."""
-    parts, got = [], 0
+    first = fh.read(n)                  # a file gives them all at once
+    if len(first) == n or not first:
+        return first
+    parts, got = [first], len(first)
     while got < n:
         block = fh.read(min(n - got, 16 << 20))
         if not block:

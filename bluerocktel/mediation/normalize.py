@@ -125,13 +125,17 @@ def normalize_batch(raw: pa.Table, *, file_name: str, source: str, timezone: str
 
     dur_col = "duration" if "duration" in names else "end"        # the value a derived one came from
     bill_col = "billsec" if "billsec" in names else "answer"
+    # A derived duration or billsec is negative only when end < start or end < answer: those
+    # checks below name it better.
+    if "duration" in names:
+        checks.append(("negative duration", _f(pc.less(duration, 0)), "duration"))
+    if "billsec" in names:
+        checks.append(("negative billsec", _f(pc.less(billsec, 0)), "billsec"))
     checks += [
         ("unparseable start time", pc.is_null(start_at), "start"),
         ("unparseable answer time", pc.and_(_present(raw, "answer"), pc.invert(answered))
          if "answer" in names else pa.repeat(pa.scalar(False), n), "answer"),
         ("unparseable end time", pc.is_null(end_at), "end" if has_end else "duration"),
-        ("negative duration", _f(pc.less(duration, 0)), dur_col),
-        ("negative billsec", _f(pc.less(billsec, 0)), bill_col),
         ("billsec > duration", _f(pc.greater(billsec, duration)), bill_col),
         ("end before start", _f(pc.less(end_at, start_at)), "end"),
         ("answer before start", _f(pc.less(answer_at, start_at)), "answer"),
