@@ -498,17 +498,20 @@ def _slices(fh, spec: FormatSpec, file_name: str, options: Mapping | None = None
     first = True
     while True:
         block = _read_exactly(fh, chunk)
-        data = carry + block
         if block:
-            cut = data.rfind(b"\n")
+            cut = block.rfind(b"\n")
             if cut < 0:
-                if len(data) > limit:
+                carry += block
+                if len(carry) > limit:
                     raise FormatError(f"{file_name}: a line longer than BLUEROCKTEL_MAX_CDR_FILE_MB "
                                       f"({limit >> 20} MiB) after line {lines_before}: not a {spec.name} file")
-                carry = data
                 continue
-            carry, data = data[cut + 1:], data[:cut + 1]
-        elif not data:
+            # one copy: the carried start of a line, then the block up to its last line end
+            data = b"".join((carry, memoryview(block)[:cut + 1])) if carry or cut + 1 < len(block) else block
+            carry = block[cut + 1:]
+        elif carry:
+            data, carry = carry, b""
+        else:
             return
         if first:
             if data.startswith(b"\xef\xbb\xbf"):
