@@ -163,6 +163,16 @@ def empty_relation_sql(schema: pa.Schema) -> str:
     return f"(SELECT {cols} WHERE false)"
 
 
+def read_table(lake_dir: Path, dataset: str, months: list[str] | None = None, order_by: str | None = None) -> pa.Table:
+    """All of ``dataset`` (or the given months) as one Arrow table, optionally ``ORDER BY`` columns."""
+    con = connect_duckdb()
+    try:
+        order = f" ORDER BY {order_by}" if order_by else ""
+        return con.sql(f"SELECT * FROM {scan_sql(lake_dir, dataset, months)}{order}").to_arrow_table()
+    finally:
+        con.close()
+
+
 _DUCKDB: tuple[int, object] | None = None     # (pid, the process's in-memory database)
 
 

@@ -32,7 +32,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cookie_secure", "0", "Set to 1 to mark the session cookie Secure (behind TLS)."),
     Setting("default_country", "FR", "Country whose national numbering plan normalizes numbers without an international prefix."),
     Setting("default_timezone", "Europe/Paris", "Time zone of CDR sources that do not say theirs."),
-    Setting("import_chunk_mb", "64", "Size of the slices a line-based CDR file is imported in (bounds the memory of an import)."),
+    Setting("import_chunk_mb", "32", "Size of the slices a line-based CDR file is imported in (bounds the memory of an import)."),
     Setting("max_cdr_file_mb", "1024", "Largest CDR file read whole (XML, ASN.1 BER and other formats that cannot be cut at line ends), in MiB."),
     Setting("max_decompressed_mb", "20480", "Largest decompressed size of a gzip or zip CDR input, in MiB (decompression bomb guard)."),
     Setting("max_compression_ratio", "200", "Largest decompressed/compressed size ratio accepted for a gzip or zip CDR input once past 1 MiB."),

@@ -123,8 +123,7 @@ def normalize_batch(raw: pa.Table, *, file_name: str, source: str, timezone: str
     if billsec is None:
         billsec = pc.if_else(answered, _span_s(answer_at, end_at), pa.scalar(0, pa.int32()))
 
-    dur_col = "duration" if "duration" in names else "end"        # the value a derived one came from
-    bill_col = "billsec" if "billsec" in names else "answer"
+    bill_col = "billsec" if "billsec" in names else "answer"       # the value a derived one came from
     # A derived duration or billsec is negative only when end < start or end < answer: those
     # checks below name it better.
     if "duration" in names:

@@ -248,11 +248,7 @@ def add_source(wb, switch: Switch, name: str = "pbx-paris", **options) -> None:
 
 
 def lake_rows(wb) -> list[dict]:
-    con = lake.connect_duckdb()
-    try:
-        return con.sql(f"SELECT * FROM {lake.scan_sql(wb.lake_dir, 'cdrs')} ORDER BY start_at").to_arrow_table().to_pylist()
-    finally:
-        con.close()
+    return lake.read_table(wb.lake_dir, "cdrs", order_by="start_at").to_pylist()
 
 
 def ledger(wb) -> list[CdrFile]:

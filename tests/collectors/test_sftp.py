@@ -79,14 +79,7 @@ def ledger(wb) -> list[tuple]:
 
 
 def lake_rows(wb) -> list[dict]:
-    if not lake.partition_files(wb.lake_dir, "cdrs"):
-        return []
-    con = lake.connect_duckdb()
-    try:
-        return con.sql(f"SELECT * FROM {lake.scan_sql(wb.lake_dir, 'cdrs')} "
-                       "ORDER BY source_file, source_line").to_arrow_table().to_pylist()
-    finally:
-        con.close()
+    return lake.read_table(wb.lake_dir, "cdrs", order_by="source_file, source_line").to_pylist()
 
 
 def lake_count(wb) -> int:

@@ -313,12 +313,7 @@ def test_format_is_registered_line_based_with_two_header_lines():
 # --- import end to end ------------------------------------------------------------------------------
 
 def lake_rows(wb) -> list[dict]:
-    con = lake.connect_duckdb()
-    try:
-        return con.sql(f"SELECT * FROM {lake.scan_sql(wb.lake_dir, 'cdrs')} "
-                       "ORDER BY source_file, source_line").to_arrow_table().to_pylist()
-    finally:
-        con.close()
+    return lake.read_table(wb.lake_dir, "cdrs", order_by="source_file, source_line").to_pylist()
 
 
 def test_import_golden_file_ledger_lake_and_quarantine(wb, tmp_path):

@@ -451,12 +451,7 @@ def test_formats_are_registered_with_their_raw_kind():
 
 
 def lake_rows(wb) -> list[dict]:
-    con = lake.connect_duckdb()
-    try:
-        return con.sql(f"SELECT * FROM {lake.scan_sql(wb.lake_dir, 'cdrs')} "
-                       "ORDER BY source_file, source_line").to_arrow_table().to_pylist()
-    finally:
-        con.close()
+    return lake.read_table(wb.lake_dir, "cdrs", order_by="source_file, source_line").to_pylist()
 
 
 def test_import_csv_end_to_end(wb):

@@ -25,12 +25,7 @@ BIN = Path(sys.executable).parent / "bluerocktel"
 
 
 def lake_rows(wb, months=None) -> list[dict]:
-    con = lake.connect_duckdb()
-    try:
-        return con.sql(f"SELECT * FROM {lake.scan_sql(wb.lake_dir, 'cdrs', months)} "
-                       "ORDER BY source_file, source_line").to_arrow_table().to_pylist()
-    finally:
-        con.close()
+    return lake.read_table(wb.lake_dir, "cdrs", months, order_by="source_file, source_line").to_pylist()
 
 
 def test_golden_file_summary_lake_and_ledger(wb, tmp_path):

@@ -70,12 +70,7 @@ A-1004;05/10/2026 11:30:00;;05/10/2026 11:30:02;0478123458;0320456789;2
 
 
 def lake_rows(wb) -> list[dict]:
-    con = lake.connect_duckdb()
-    try:
-        return con.sql(f"SELECT * FROM {lake.scan_sql(wb.lake_dir, 'cdrs')} "
-                       "ORDER BY source_file, source_line").to_arrow_table().to_pylist()
-    finally:
-        con.close()
+    return lake.read_table(wb.lake_dir, "cdrs", order_by="source_file, source_line").to_pylist()
 
 
 def resolved_rows(wb) -> list[dict]:
