@@ -118,6 +118,7 @@ class ImportSummary:
     cdr_file_id: int | None = None
     months: list[str] = field(default_factory=list)
     duration_ms: int = 0
+    held_back_bytes: int = 0        # an unterminated last line left for the next import
     members: list["ImportSummary"] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -126,6 +127,7 @@ class ImportSummary:
             "received": self.received, "imported": self.imported, "duplicates": self.duplicates,
             "quarantined": self.quarantined, "status": self.status, "sha256": self.sha256,
             "cdr_file_id": self.cdr_file_id, "months": list(self.months), "duration_ms": self.duration_ms,
+            "held_back_bytes": self.held_back_bytes,
             "issues": [i.as_dict() for i in self.issues],
         }
         if self.members:
@@ -141,6 +143,9 @@ class ImportSummary:
         lines = [f"{name} ({self.format}, source {self.source}): {self.received} received, "
                  f"{self.imported} imported, {self.duplicates} duplicates, {self.quarantined} quarantined"]
         lines += [f"  quarantined {issue}" for issue in self.issues]
+        if self.held_back_bytes:
+            lines.append(f"  last line unterminated ({self.held_back_bytes} bytes, still being written?): "
+                         "left for the next import")
         if self.quarantined > len(self.issues):
             lines.append(f"  … and {self.quarantined - len(self.issues)} more in the quarantine")
         return "\n".join(lines)
@@ -231,10 +236,12 @@ def _job(wb, format, source, actor, timezone=None, country=None, options=None,
 def _import(wb, job: _Job, file_name: str, shown: str, opener: Callable[[], BinaryIO],
             stat: Callable[[], tuple[int, int]] | None = None) -> ImportSummary:
     started = time.monotonic()
-    sha, size, head = _fingerprint(opener)
     before = stat() if stat else None
+    sha, size, head = _fingerprint(opener)
+    if stat and stat() != before:
+        before = None            # written to while hashed: verify() hashes the bytes read again
     given = _Input(file_name, shown, opener, sha, size, head,
-                   (lambda: stat() == before) if stat else None)
+                   (lambda: before is not None and stat() == before) if stat else None)
     if head.startswith(ZIP_MAGIC):
         return _import_zip(wb, job, given, started)
     return _import_one(wb, job, given, started)
@@ -244,7 +251,7 @@ def _import_one(wb, job: _Job, given: _Input, started: float) -> ImportSummary:
     """Steps 1 and 3 to 5 for one plain or gzip input (a whole file, or one member of a zip)."""
     summary = ImportSummary(file=given.shown, format=job.spec.name, source=job.source, sha256=given.sha)
     with _lock(wb.lake_dir, f"file-{given.sha[:2]}"):
-        seen = _find_imported(wb, given.sha)
+        seen = _find_imported(wb, given.sha, job.source, job.spec.name)
         if seen is not None:
             summary.status = CdrFileStatus.DUPLICATE.value
             _ledger_duplicate(wb, job, summary, given.file_name, given.size, seen)
@@ -318,12 +325,23 @@ def _import_stream(wb, job: _Job, file_name: str, summary: ImportSummary, given:
     """Parse, dedup and write every slice while holding the lake lock; on any failure remove
     the Parquet files written so far before the lock is released."""
     written: list[Path] = []
+    # A file (not bytes received whole, not a gzip) may be being appended to: its unterminated
+    # last line is held back when the format always ends its lines, or when the file changed.
+    unchanged = given.unchanged
+    still_written = None
+    if unchanged is not None and not compressed:
+        still_written = (lambda: True) if job.spec.terminated_lines else (lambda: not unchanged())
+
+    def held_back(size: int) -> None:
+        summary.held_back_bytes = size
+
     with _lock(wb.lake_dir, "lake"):
         pending = None
         writer = ThreadPoolExecutor(max_workers=1)
         try:
             with _ReadOnce(given, compressed) as fh:
-                for number, (data, base, header) in enumerate(_slices(fh, job.spec, file_name, job.options),
+                for number, (data, base, header) in enumerate(_slices(
+                        fh, job.spec, file_name, job.options, still_written, held_back),
                                                                start=1):
                     table, issues = job.spec.parse(data, file_name=file_name, source=job.source,
                                                    timezone=job.timezone, country=job.country,
@@ -478,8 +496,11 @@ def _read_exactly(fh, n: int) -> bytes:
 
 
 def _slices(fh, spec: FormatSpec, file_name: str, options: Mapping | None = None,
-            ) -> Iterator[tuple[bytes, int, str | None]]:
-    """(data, lines before it in the file, header text) for each slice of the input."""
+            still_written: Callable[[], bool] | None = None,
+            held_back: Callable[[int], None] = lambda n: None) -> Iterator[tuple[bytes, int, str | None]]:
+    """(data, lines before it in the file, header text) for each slice of the input. A last line
+    without its line end is held back (``held_back(bytes)``) when ``still_written()`` says the
+    file may be being written: the next import of the file takes it whole."""
     limit = int(get_setting("max_cdr_file_mb")) << 20
     if not spec.line_based:
         data = _read_exactly(fh, limit + 1)
@@ -510,6 +531,9 @@ def _slices(fh, spec: FormatSpec, file_name: str, options: Mapping | None = None
             data = b"".join((carry, memoryview(block)[:cut + 1])) if carry or cut + 1 < len(block) else block
             carry = block[cut + 1:]
         elif carry:
+            if still_written is not None and still_written():
+                held_back(len(carry))   # an unterminated last line being written: the next import's
+                return
             data, carry = carry, b""
         else:
             return
@@ -794,13 +818,16 @@ def read_quarantine(wb, months: list[str] | None = None) -> pa.Table:
 
 # --- the ledger ---------------------------------------------------------------------------------
 
-def _find_imported(wb, sha: str) -> int | None:
+def _find_imported(wb, sha: str, source: str, format: str) -> int | None:
+    """The ledger row of these bytes imported before for this source in this format, if any (the
+    same bytes imported under another source or with the wrong format do not block them)."""
     from sqlalchemy import select
 
     from bluerocktel.db.models import CdrFile
 
     with wb.db.session() as s:
-        return s.scalar(select(CdrFile.id).where(CdrFile.sha256 == sha,
+        return s.scalar(select(CdrFile.id).where(CdrFile.sha256 == sha, CdrFile.source == source,
+                                                 CdrFile.format == format,
                                                  CdrFile.status == CdrFileStatus.IMPORTED.value).limit(1))
 
 

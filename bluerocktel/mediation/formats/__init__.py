@@ -47,6 +47,8 @@ class FormatSpec:
     extensions: tuple[str, ...] = ()
     raw_kind: str = "line"         # line | document | binary (module doc)
     encoding: str = "utf-8"        # text encoding of the files (header lines are decoded with it)
+    terminated_lines: bool = False  # the writer ends every record with a line end: an unterminated
+                                    # last line is a record being written, left for the next import
 
     def as_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "fingerprint": self.fingerprint,

@@ -408,4 +408,5 @@ FORMATS = [FormatSpec(
     fingerprint="source + uniqueid (+ linkedid + sequence with 21 columns); without uniqueid: "
                 "source + start + src + dst + channel + dstchannel + duration + billsec",
     extensions=(".csv",),
+    terminated_lines=True,
 )]
