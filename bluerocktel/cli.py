@@ -97,33 +97,14 @@ def _options(pairs: list[str]) -> dict:
 
 
 def cmd_source_add(args) -> int:
-    from sqlalchemy import select
-
-    from bluerocktel.audit import record_audit
-    from bluerocktel.db.models import CdrSource
-    from bluerocktel.errors import FormatError
-    from bluerocktel.mediation import format_spec
+    from bluerocktel.portal import create_cdr_source
 
     mapping = Path(args.mapping).read_text() if args.mapping else None
-    if mapping is not None:
-        from bluerocktel.mediation.custom import load_mapping
-
-        load_mapping(mapping)               # refuse a broken mapping now, not at the first file
-    else:
-        format_spec(args.format)
     wb = _workbench(args)
-    with wb.db.transaction() as s:
-        if s.scalar(select(CdrSource).where(CdrSource.name == args.name)) is not None:
-            raise FormatError(f"CDR source {args.name!r} exists already")
-        source = CdrSource(name=args.name, format=args.format or "custom", url=args.url, mapping=mapping,
-                           country=args.country or get_setting("default_country"),
-                           timezone=args.timezone or get_setting("default_timezone"),
-                           options=_options(args.option), poll_interval_s=args.poll_interval)
-        s.add(source)
-        s.flush()
-        record_audit(s, "cli", "cdr_source.create", "cdr_source", source.id, name=args.name,
-                     format=source.format)
-    _print(args, {"name": args.name, "format": args.format or "custom"}, f"CDR source {args.name} added")
+    row = create_cdr_source(wb, name=args.name, actor="cli", format=args.format, mapping=mapping, url=args.url,
+                            timezone=args.timezone, country=args.country, options=_options(args.option),
+                            poll_interval_s=args.poll_interval)
+    _print(args, {"name": row.name, "format": row.format}, f"CDR source {row.name} added")
     return 0
 
 

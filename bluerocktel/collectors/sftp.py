@@ -672,13 +672,14 @@ def _exists(sftp, path: str) -> bool:
         return False
 
 
-def _free_name(sftp, path: str) -> str:
-    """``path``, or ``path.<UTC time>[-n]`` when taken."""
-    if not _exists(sftp, path):
-        return path
+def _free_name(sftp, path: str, suffix: str = "") -> str:
+    """``path + suffix``, or ``path.<UTC time>[-n] + suffix`` when taken (the suffix stays last,
+    so a renamed file still ends with the done-suffix that keeps it from being taken again)."""
+    if not _exists(sftp, path + suffix):
+        return path + suffix
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for n in range(1000):
-        candidate = f"{path}.{stamp}" + (f"-{n}" if n else "")
+        candidate = f"{path}.{stamp}" + (f"-{n}" if n else "") + suffix
         if not _exists(sftp, candidate):
             return candidate
     raise FileSkip(f"no free name for {path}")
@@ -709,7 +710,7 @@ def apply_after(sftp, settings: SftpSettings, name: str, marker: str | None) -> 
         return "deleted"
     if settings.after == "rename":
         for n in names:
-            sftp.rename(settings.remote(n), _free_name(sftp, settings.remote(n) + settings.done_suffix))
+            sftp.rename(settings.remote(n), _free_name(sftp, settings.remote(n), settings.done_suffix))
         return f"renamed {settings.done_suffix}"
     _make_dirs(sftp, settings.archive_path)
     for n in names:
@@ -862,6 +863,9 @@ def _run(wb, source, actor, settings, fmt, spool, session, summary, on_progress,
                 summary.skipped.append(f"{shown}: not imported: {exc}")
                 cursor["refused"][entry.name] = [entry.size, entry.mtime, str(exc)]
                 local.unlink(missing_ok=True)
+                continue
+            except Exception as exc:     # a bug, not the file's fault: the others still go in
+                errors.append(f"{shown}: import failed: {type(exc).__name__}: {exc}")
                 continue
             summary.add(result)
             if on_imported is not None:

@@ -159,7 +159,7 @@ def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None 
                            connection_fee=D(fee), first_increment_s=first, next_increment_s=nxt, valid_from=rates_from)
                       for prefix, dest, zone, price, fee, first, nxt in data.RATES]
         s.add(deck)
-        s.add(CdrSource(name=DEMO_SOURCE, format="asterisk-csv", url="file://incoming/Master.csv", country="FR",
+        s.add(CdrSource(name=DEMO_SOURCE, format="asterisk-csv", url=None, country="FR",
                         timezone="Europe/Paris", options={"note": "demo Asterisk PBX platform"}))
         for role, local, name in data.STAFF:
             email = f"{local}@{data.STAFF_DOMAIN}"

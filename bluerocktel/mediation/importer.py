@@ -701,12 +701,13 @@ lake_lock = _lock
 def _month_keys(table: pa.Table) -> tuple[list[str], pa.Array | None]:
     """The UTC months of ``start_at`` ("YYYY-MM", sorted) and, when several, each row's year*100+month."""
     start = table.column("start_at")
-    low, high = pc.min_max(start).values()
-    if low.as_py() is None:
+    if table.num_rows == 0 or start.null_count == table.num_rows:
         return [], None
-    if (low.as_py().year, low.as_py().month) == (high.as_py().year, high.as_py().month):
-        return [f"{low.as_py():%Y-%m}"], None
+    # integer keys, never Python datetimes (which end at year 9999)
     keys = pc.add(pc.multiply(pc.year(start), 100), pc.month(start))
+    low, high = pc.min_max(keys).values()
+    if low.as_py() == high.as_py():
+        return [f"{low.as_py() // 100:04d}-{low.as_py() % 100:02d}"], None
     months = [f"{k // 100:04d}-{k % 100:02d}" for k in sorted(pc.unique(keys).to_pylist())]
     return months, keys
 

@@ -42,6 +42,7 @@ channel, dst_channel, duration and billsec.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Callable, Sequence
 
 import pyarrow as pa
@@ -66,6 +67,10 @@ DISPOSITION_ALIASES = {
 FALLBACK_KEY = ("start_at", "caller", "callee", "channel", "dst_channel", "duration_s", "billsec_s")
 _INT = r"^\s*-?[0-9]{1,9}\s*$"
 _NULL_TS = pa.scalar(None, UTC_TS)
+MAX_SPAN_S = 2**31 - 1
+# Times a CDR may carry: anything outside is a broken record, not a call (and not a month of the lake).
+EARLIEST = pa.scalar(dt.datetime(1990, 1, 1, tzinfo=dt.timezone.utc), UTC_TS)
+LATEST = pa.scalar(dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc), UTC_TS)
 
 
 def normalize_batch(raw: pa.Table, *, file_name: str, source: str, timezone: str, country: str,
@@ -132,6 +137,10 @@ def normalize_batch(raw: pa.Table, *, file_name: str, source: str, timezone: str
         checks.append(("negative billsec", _f(pc.less(billsec, 0)), "billsec"))
     checks += [
         ("unparseable start time", pc.is_null(start_at), "start"),
+        ("start time out of range (1990-2099)", _f(pc.or_(pc.less(start_at, EARLIEST),
+                                                          pc.greater_equal(start_at, LATEST))), "start"),
+        ("end time out of range (1990-2099)", _f(pc.greater_equal(end_at, LATEST)), "end" if has_end else "duration"),
+        ("call longer than 68 years", pc.and_(pc.is_null(duration), pc.is_valid(end_at)), "end"),
         ("unparseable answer time", pc.and_(_present(raw, "answer"), pc.invert(answered))
          if "answer" in names else pa.repeat(pa.scalar(False), n), "answer"),
         ("unparseable end time", pc.is_null(end_at), "end" if has_end else "duration"),
@@ -286,10 +295,11 @@ def _times(raw: pa.Table, name: str, time_format: str, timezone: str) -> tuple:
     col = pc.utf8_trim_whitespace(pc.fill_null(col, ""))
     if time_format in ("epoch", "epoch_ms", "epoch_us"):
         scale = {"epoch": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}[time_format]
-        ok = pc.match_substring_regex(col, r"^[0-9]{1,16}$")
+        digits = {"epoch": 11, "epoch_ms": 14, "epoch_us": 17}[time_format]     # up to year ~5138
+        ok = pc.match_substring_regex(col, rf"^[0-9]{{1,{digits}}}$")
         number = pc.cast(pc.if_else(ok, col, "0"), pa.int64())
         valid = pc.and_(ok, pc.greater(number, 0))
-        ts = pc.cast(pc.multiply(number, pa.scalar(scale, pa.int64())), pa.int64()).cast(UTC_TS)
+        ts = pc.multiply_checked(number, pa.scalar(scale, pa.int64())).cast(UTC_TS)
         ts = pc.if_else(valid, ts, _NULL_TS)
         return ts, ts
     if time_format == "iso":
@@ -340,6 +350,9 @@ def _seconds(raw: pa.Table, name: str) -> tuple:
 
 
 def _span_s(a, b):
-    """Whole seconds from ``a`` to ``b`` (floored), int32; null where either is null."""
+    """Whole seconds from ``a`` to ``b``, int32; null where either is null or the span does not fit
+    (times decades apart: the range checks then name the record's problem)."""
     us = pc.subtract(pc.cast(pc.cast(b, UTC_TS), pa.int64()), pc.cast(pc.cast(a, UTC_TS), pa.int64()))
-    return pc.cast(pc.divide(us, pa.scalar(1_000_000, pa.int64())), pa.int32())
+    seconds = pc.divide(us, pa.scalar(1_000_000, pa.int64()))
+    fits = pc.fill_null(pc.less_equal(pc.abs(seconds), MAX_SPAN_S), False)
+    return pc.cast(pc.if_else(fits, seconds, pa.scalar(None, pa.int64())), pa.int32())

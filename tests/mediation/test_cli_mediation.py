@@ -92,3 +92,11 @@ def test_collect_without_a_source_or_watch_is_refused(data_dir):
     assert done.returncode == 2 and "name the CDR source to collect" in done.stderr
     missing = cli("collect", "nope", data_dir=data_dir)
     assert missing.returncode == 2 and "unknown CDR source 'nope'" in missing.stderr
+
+
+def test_source_add_refuses_what_the_api_refuses(data_dir):
+    secret = cli("source", "add", "db1", "--format", "asterisk-db", "--url", "mysql://cdr:s3cret@10.0.0.5/cdrdb",
+                 data_dir=data_dir)
+    assert secret.returncode == 2 and "password_env" in secret.stderr and "s3cret" not in secret.stderr
+    odd = cli("source", "add", ".hidden/../x", "--format", "asterisk-csv", data_dir=data_dir)
+    assert odd.returncode == 2 and "invalid CDR source name" in odd.stderr

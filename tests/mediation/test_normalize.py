@@ -147,3 +147,37 @@ def test_without_answer_column_billsec_places_the_answer_before_the_end():
 def test_a_batch_without_end_or_duration_is_a_programming_error():
     with pytest.raises(ValueError, match="needs an end time or a duration"):
         run({"start": ["2026-10-01 12:00:00"]})
+
+
+def test_times_out_of_range_are_issues_not_crashes():
+    rows, issues = run({"start": ["0000-01-01 00:00:00", "1970-01-01 00:00:01", "2026-10-01 12:00:00",
+                                  "2026-10-01 12:00:00"],
+                        "end": ["0000-01-01 00:01:00", "2100-01-01 00:00:00", "2200-01-01 00:00:00",
+                                "2026-10-01 12:01:00"]}, key=())
+    assert [r["source_line"] for r in rows] == [4]
+    assert [i.reason for i in issues] == [
+        "start time out of range (1990-2099): '0000-01-01 00:00:00'",
+        "start time out of range (1990-2099): '1970-01-01 00:00:01'",
+        "end time out of range (1990-2099): '2200-01-01 00:00:00'",
+    ]
+    # epochs: too many digits is unparseable, never a wrapped-around time
+    rows, issues = run({"start": ["9999999999999999", "999999999999", "1790000000"], "duration": ["1", "1", "1"]},
+                       time_format="epoch", key=())
+    assert len(rows) == 1 and [i.reason.split(":")[0] for i in issues] == ["unparseable start time"] * 2
+
+
+def test_a_batch_with_absurd_values_keeps_its_good_record(wb):
+    import json
+
+    from bluerocktel.mediation import import_cdr_bytes
+
+    good = {"start": "2026-10-01T10:00:00Z", "duration": 60, "caller": "201", "callee": "0612345678",
+            "unique_id": "ok-1"}
+    bad = [dict(good, start="0000-01-01T00:00:00Z", unique_id="b1"),
+           dict(good, start="1990-01-01T00:00:01Z", end="2099-12-31T00:00:00Z", duration=None, unique_id="b2"),
+           dict(good, duration=1e19, unique_id="b3")]
+    for k, record in enumerate(bad):
+        record = {key: value for key, value in record.items() if value is not None}
+        summary = import_cdr_bytes(wb, json.dumps([good, record]).encode(), f"push-{k}.json", "json-records",
+                                   source="api")
+        assert (summary.status, summary.received, summary.quarantined) == ("imported", 2, 1), summary.issues

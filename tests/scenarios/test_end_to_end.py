@@ -20,6 +20,7 @@ from browser_support import REPO, needs_chromium, sign_in, start_serve, stop
 
 from bluerocktel import lake
 from bluerocktel.db.models import Account, Brand, Invoice, User
+from bluerocktel.demo.build import DEMO_SOURCE
 from bluerocktel.demo.data import DEMO_PASSWORD
 from bluerocktel.money import format_minor
 from bluerocktel.workbench import Workbench
@@ -42,7 +43,7 @@ def test_demo_import_rate_bill_then_api_and_portal(database_url, tmp_path, brows
 
     # the same file again imports nothing; the same period again bills nothing
     again = json.loads(cli(data_dir, "cdr", "import", str(data_dir / "incoming" / "Master.csv"),
-                           "--format", "asterisk-csv", "--source", "demo-pbx", "--json").stdout)
+                           "--format", "asterisk-csv", "--source", DEMO_SOURCE, "--json").stdout)
     assert again["imported"] == 0 and again["status"] == "duplicate"
     rerun = json.loads(cli(data_dir, "billing", "run", "--period", PERIOD, "--json").stdout)
     assert rerun["status"] == "completed" and rerun["summary"]["invoices_issued"] == 0

@@ -42,6 +42,7 @@ import pyarrow.csv as pcsv
 
 from bluerocktel.lake import CDR_SCHEMA
 from bluerocktel.mediation.formats import FormatSpec
+from bluerocktel.mediation.normalize import EARLIEST, LATEST
 from bluerocktel.mediation.numbers import classify_direction_array, normalize_number_array
 from bluerocktel.mediation.records import (
     CdrIssue,
@@ -315,6 +316,9 @@ def _normalize(raw: pa.Table, ctx: _Context) -> tuple[pa.Table, list[tuple[int, 
 
     checks: list[tuple[str, pa.ChunkedArray]] = [
         ("unparseable start time", pc.is_null(start_at)),
+        ("start time out of range (1990-2099)", f(pc.or_(pc.less(start_at, EARLIEST.cast(start_at.type)),
+                                                         pc.greater_equal(start_at, LATEST.cast(start_at.type))))),
+        ("end time out of range (1990-2099)", f(pc.greater_equal(end_at, LATEST.cast(end_at.type)))),
         ("unparseable answer time", pc.and_(pc.invert(no_answer), pc.is_null(answer_at))),
         ("unparseable end time", pc.is_null(end_at)),
         ("unparseable duration", pc.invert(dur_ok)),
@@ -386,6 +390,8 @@ def _word(reason: str, v: dict) -> str:
     """The reason of a bad row, with the offending values."""
     details = {
         "unparseable start time": f"{v['start']!r}",
+        "start time out of range (1990-2099)": f"{v['start']!r}",
+        "end time out of range (1990-2099)": f"{v['end']!r}",
         "unparseable answer time": f"{v['answer']!r}",
         "unparseable end time": f"{v['end']!r}",
         "unparseable duration": f"{v['duration']!r}",

@@ -164,7 +164,8 @@ def _text_column(values: list, name: str, objects, bad: dict[int, str]) -> pa.Ar
         if pa.types.is_integer(arr.type):
             return pc.cast(arr, pa.string())
         if pa.types.is_floating(arr.type):
-            integral = pc.fill_null(pc.and_(pc.is_finite(arr), pc.equal(pc.floor(arr), arr)), False)
+            integral = pc.fill_null(pc.and_(pc.and_(pc.is_finite(arr), pc.equal(pc.floor(arr), arr)),
+                                            pc.less(pc.abs(arr), 2.0 ** 53)), False)
             whole = pc.cast(pc.cast(pc.if_else(integral, arr, 0.0), pa.int64()), pa.string())
             return pc.if_else(integral, whole, pc.cast(arr, pa.string()))
     texts: list[str | None] = []
