@@ -584,7 +584,7 @@ def _check_url(url: str | None) -> str | None:
     if password is not None:
         raise UserFacingError(f"the URL {redact(url)!r} holds a password: remove it and put the password in an "
                               "environment variable named by the option password_env "
-                              "(e.g. options {\"password_env\": \"PBX1_PASSWORD\"})")
+                              "(e.g. options {\"password_env\": \"BLUEROCKTEL_CDR_PBX1_PASSWORD\"})")
     return url
 
 
@@ -623,6 +623,11 @@ def _check_options(value) -> dict:
     if secrets:
         raise UserFacingError(f"option(s) {', '.join(map(repr, secrets))} would keep a secret in the database: "
                               "put it in an environment variable and name that variable in password_env")
+    from bluerocktel.collectors import env_name_problem
+
+    for key in sorted(k for k in value if str(k).endswith("_env")):
+        if (problem := env_name_problem(value[key], key)) is not None:
+            raise UserFacingError(problem)
     return dict(value)
 
 

@@ -74,6 +74,21 @@ class CollectSummary:
         return "\n".join(lines)
 
 
+# Options ending in ``_env`` name an environment variable holding a secret (a password, a key
+# passphrase). Only variables with this prefix may be named, so that whoever may configure a CDR
+# source cannot make a collector send another of the server's secrets (its database password, its
+# session key) to a host of their choosing.
+SECRET_ENV_PREFIX = "BLUEROCKTEL_CDR_"
+
+
+def env_name_problem(name: str, option: str) -> str | None:
+    """Why ``name`` may not be read as the secret of option ``option`` (None: it may)."""
+    if not isinstance(name, str) or not name.startswith(SECRET_ENV_PREFIX) or not name.replace("_", "").isalnum():
+        return (f"option {option} must name an environment variable starting with {SECRET_ENV_PREFIX} "
+                f"(letters, digits and _), got {name!r}")
+    return None
+
+
 def collector_module(url: str | None):
     """The collector module for a source URL (see the module doc)."""
     import importlib

@@ -195,6 +195,10 @@ def engine_url(url: str, settings: Settings):
         raise CollectorSetupError(f"not a database URL scheme: {backend!r} (mysql, mariadb, postgresql)")
     parsed = parsed.set(drivername=DRIVERS[backend])
     if settings.password_env:
+        from bluerocktel.collectors import env_name_problem
+
+        if (problem := env_name_problem(settings.password_env, "password_env")) is not None:
+            raise CollectorSetupError(problem)
         password = os.environ.get(settings.password_env)
         if password is None:
             raise CollectorSetupError(f"environment variable {settings.password_env} (option password_env) is not "

@@ -469,6 +469,12 @@ def _connect(settings: SftpSettings):
         client.get_host_keys().add(keyname, entry.key.get_name(), entry.key)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     password = passphrase = None
+    from bluerocktel.collectors import env_name_problem
+
+    for option in ("password_env", "key_passphrase_env"):
+        name = getattr(settings, option)
+        if name is not None and (problem := env_name_problem(name, option)) is not None:
+            raise SftpConnectError(f"{where}: {problem}")
     if settings.password_env is not None:
         password = os.environ.get(settings.password_env)
         if password is None:

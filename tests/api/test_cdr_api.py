@@ -445,14 +445,14 @@ def test_sources_are_created_listed_and_changed(wb, client, tokens):
     h = bearer(tokens["admin"])
     r = client.post("/api/v1/cdr/sources", headers=h, json={
         "name": "pbx-lyon", "format": "asterisk-csv", "url": "sftp://cdr@pbx-lyon.example:2222/var/log/cdr",
-        "timezone": "Europe/Paris", "country": "fr", "options": {"password_env": "PBX_LYON_PASSWORD"},
+        "timezone": "Europe/Paris", "country": "fr", "options": {"password_env": "BLUEROCKTEL_CDR_PBX_LYON_PASSWORD"},
         "poll_interval_s": 60})
     assert r.status_code == 201, r.text
     created = r.json()
     assert {k: created[k] for k in ("name", "format", "url", "country", "timezone", "options", "poll_interval_s",
                                     "enabled", "last_run_at")} == {
         "name": "pbx-lyon", "format": "asterisk-csv", "url": "sftp://cdr@pbx-lyon.example:2222/var/log/cdr",
-        "country": "FR", "timezone": "Europe/Paris", "options": {"password_env": "PBX_LYON_PASSWORD"},
+        "country": "FR", "timezone": "Europe/Paris", "options": {"password_env": "BLUEROCKTEL_CDR_PBX_LYON_PASSWORD"},
         "poll_interval_s": 60, "enabled": True, "last_run_at": None}
     with wb.db.transaction() as s:
         s.add(CdrSourceState(source_id=created["id"], cursor="Master-2026-10.csv", last_status="failed",
@@ -463,9 +463,9 @@ def test_sources_are_created_listed_and_changed(wb, client, tokens):
         "failed", "timed out", "Master-2026-10.csv", "2026-11-26T08:00:00Z")
 
     r = client.patch("/api/v1/cdr/sources/pbx-lyon", headers=h,
-                     json={"enabled": False, "options": {"password_env": "LYON_PW", "pattern": "*.csv"}})
+                     json={"enabled": False, "options": {"password_env": "BLUEROCKTEL_CDR_LYON_PW", "pattern": "*.csv"}})
     assert r.status_code == 200 and (r.json()["enabled"], r.json()["options"]) == (
-        False, {"password_env": "LYON_PW", "pattern": "*.csv"})
+        False, {"password_env": "BLUEROCKTEL_CDR_LYON_PW", "pattern": "*.csv"})
     assert r.json()["format"] == "asterisk-csv"
     r = client.patch("/api/v1/cdr/sources/pbx-lyon", headers=h, json={"format": "json-records", "url": None})
     assert (r.json()["format"], r.json()["url"], r.json()["enabled"]) == ("json-records", None, False)

@@ -447,7 +447,7 @@ def test_unreachable_database_fails_with_a_clear_message(wb):
         s.add(CdrSource(name="nobody", format="asterisk-db", url="mysql://root@127.0.0.1:1/asteriskcdrdb"))
         s.add(CdrSource(name="secret", format="asterisk-db", url="postgresql://cdr:hunter2@127.0.0.1:1/asterisk"))
         s.add(CdrSource(name="no-env", format="asterisk-db", url="mysql://cdr@127.0.0.1:3306/asteriskcdrdb",
-                        options={"password_env": "BRT_TEST_NOT_SET_ANYWHERE"}))
+                        options={"password_env": "BLUEROCKTEL_CDR_TEST_NOT_SET_ANYWHERE"}))
     refused = collect(wb, "nobody")
     assert refused.status == "failed"
     assert refused.error.startswith("mysql://root@127.0.0.1:1/asteriskcdrdb: connecting failed: OperationalError: ")
@@ -457,7 +457,7 @@ def test_unreachable_database_fails_with_a_clear_message(wb):
     assert secret.error.startswith("postgresql://cdr:***@127.0.0.1:1/asterisk: connecting failed: ")
     no_env = collect(wb, "no-env")
     assert no_env.error == ("mysql://cdr@127.0.0.1:3306/asteriskcdrdb: reading the options failed: environment "
-                            "variable BRT_TEST_NOT_SET_ANYWHERE (option password_env) is not set: no database password")
+                            "variable BLUEROCKTEL_CDR_TEST_NOT_SET_ANYWHERE (option password_env) is not set: no database password")
     assert (state(wb, "nobody").last_status, state(wb, "nobody").cursor) == ("failed", None)
     assert state(wb, "nobody").last_error == refused.error
     assert ledger(wb) == []
@@ -553,19 +553,19 @@ def test_cli_collect_once_and_watch_with_a_password_from_the_environment(make_sw
         env = {k: v for k, v in os.environ.items() if not k.startswith("BLUEROCKTEL_")}
 
         def run(*args, password_env=None):
-            extra = {"BRT_TEST_CDR_PASSWORD": password_env} if password_env else {}
+            extra = {"BLUEROCKTEL_CDR_TEST_PASSWORD": password_env} if password_env else {}
             return subprocess.run([str(BIN), *args, "--data-dir", str(data_dir)], capture_output=True, text=True,
                                   env={**env, **extra}, timeout=120)
 
         url = f"mysql://{user}@127.0.0.1:3306/{switch.database}"
         added = run("source", "add", "pbx-lyon", "--format", "asterisk-db", "--url", url,
-                    "--option", "password_env=BRT_TEST_CDR_PASSWORD", "--timezone", "Europe/Paris")
+                    "--option", "password_env=BLUEROCKTEL_CDR_TEST_PASSWORD", "--timezone", "Europe/Paris")
         assert added.returncode == 0, added.stderr
 
         without = run("collect", "pbx-lyon", "--json")
         assert without.returncode == 1
         assert json.loads(without.stdout)["error"] == (
-            f"{url}: reading the options failed: environment variable BRT_TEST_CDR_PASSWORD (option password_env) "
+            f"{url}: reading the options failed: environment variable BLUEROCKTEL_CDR_TEST_PASSWORD (option password_env) "
             "is not set: no database password")
 
         done = run("collect", "pbx-lyon", "--json", password_env=password)
@@ -585,7 +585,7 @@ def test_cli_collect_once_and_watch_with_a_password_from_the_environment(make_sw
 
         # A wrong password: refused by the server, said so, and the password is not repeated.
         monkeypatch.delenv("BLUEROCKTEL_DATABASE_URL", raising=False)
-        monkeypatch.setenv("BRT_TEST_CDR_PASSWORD", "not-the-password")
+        monkeypatch.setenv("BLUEROCKTEL_CDR_TEST_PASSWORD", "not-the-password")
         wb = Workbench.open(data_dir)
         try:
             wrong = collect(wb, "pbx-lyon")

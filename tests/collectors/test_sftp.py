@@ -556,8 +556,8 @@ def test_unreachable_server_or_wrong_credentials_fail_the_run_without_raising(wb
                    f"sftp brt-sftp@127.0.0.1:{port}: no such directory /cdr/does-not-exist"),
         "no-auth": (sftp_server.url(remote), {"key_file": None},
                     "CDR source no-auth: say how to sign in: option key_file"),
-        "no-password": (sftp_server.url(remote), {"key_file": None, "password_env": "BRT_TEST_UNSET_PASSWORD"},
-                        f"sftp brt-sftp@127.0.0.1:{port}: environment variable BRT_TEST_UNSET_PASSWORD "
+        "no-password": (sftp_server.url(remote), {"key_file": None, "password_env": "BLUEROCKTEL_CDR_TEST_UNSET_PASSWORD"},
+                        f"sftp brt-sftp@127.0.0.1:{port}: environment variable BLUEROCKTEL_CDR_TEST_UNSET_PASSWORD "
                         "(option password_env) is not set"),
     }
     with wb1.db.transaction() as s:

@@ -100,3 +100,14 @@ def test_source_add_refuses_what_the_api_refuses(data_dir):
     assert secret.returncode == 2 and "password_env" in secret.stderr and "s3cret" not in secret.stderr
     odd = cli("source", "add", ".hidden/../x", "--format", "asterisk-csv", data_dir=data_dir)
     assert odd.returncode == 2 and "invalid CDR source name" in odd.stderr
+
+
+def test_secret_options_may_only_name_our_own_environment_variables(data_dir):
+    # else whoever configures a source could send the server's other secrets to a host of theirs
+    done = cli("source", "add", "pbx-x", "--format", "asterisk-csv", "--url", "sftp://cdr@pbx.example.net/cdr",
+               "--option", "password_env=BLUEROCKTEL_DATABASE_URL", data_dir=data_dir)
+    assert done.returncode == 2
+    assert "option password_env must name an environment variable starting with BLUEROCKTEL_CDR_" in done.stderr
+    ok = cli("source", "add", "pbx-x", "--format", "asterisk-csv", "--url", "sftp://cdr@pbx.example.net/cdr",
+             "--option", "password_env=BLUEROCKTEL_CDR_PBX_X", data_dir=data_dir)
+    assert ok.returncode == 0, ok.stderr

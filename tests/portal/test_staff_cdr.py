@@ -95,9 +95,9 @@ def test_upload_larger_than_the_setting_is_refused(wb, store, monkeypatch):
 def test_sources_are_added_from_the_form_and_listed_with_the_last_collector_run(wb, store):
     row = store.add_cdr_source(ADMIN, name="pbx-lyon", format="asterisk-csv",
                                url="sftp://cdr@pbx-lyon.example/var/log/asterisk/cdr-csv", timezone="Europe/Paris",
-                               country="FR", options='{"password_env": "PBX_LYON_PASSWORD", "pattern": "*.csv"}')
+                               country="FR", options='{"password_env": "BLUEROCKTEL_CDR_PBX_LYON_PASSWORD", "pattern": "*.csv"}')
     assert (row.name, row.format, row.options) == (
-        "pbx-lyon", "asterisk-csv", {"password_env": "PBX_LYON_PASSWORD", "pattern": "*.csv"})
+        "pbx-lyon", "asterisk-csv", {"password_env": "BLUEROCKTEL_CDR_PBX_LYON_PASSWORD", "pattern": "*.csv"})
     with wb.db.transaction() as s:
         s.add(CdrSourceState(source_id=row.id, cursor="Master-20261125.csv", last_status="ok",
                              last_run_at=dt.datetime(2026, 11, 26, 7, 30, tzinfo=UTC)))
