@@ -403,9 +403,14 @@ class _Run:
                 break
             full = rows.num_rows == batch
             if full and times[0] == times[-1]:
-                # One time value fills the page: take all its rows, then go past it.
-                rows, times = fetcher.fetch(f"{time_sql} = %(t)s", {"t": times[0]}, id_sql or time_sql, None)
-                bound = (">", times[0])
+                # One time value (to the second: the column may hold fractions) fills the page:
+                # take every row of that second, then go past it.
+                second, after = times[0], times[0] + dt.timedelta(seconds=1)
+                rows, times = fetcher.fetch(f"{time_sql} >= %(t)s AND {time_sql} < %(u)s",
+                                            {"t": second, "u": after}, order, None)
+                bound = (">=", after)
+                if rows is None:
+                    continue
             elif full:
                 # The last time value may go on in the next page: leave it to that page.
                 last = times[-1]

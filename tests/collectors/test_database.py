@@ -384,6 +384,23 @@ def test_pages_never_split_one_time_and_read_every_row_once(store, make_switch):
     assert json.loads(state(wb).cursor)["mark"] == "2026-10-05T10:04:00"
 
 
+def test_a_second_of_fractional_times_filling_a_page_is_read_whole(store, make_switch):
+    wb = store
+    switch = make_switch("postgresql", "current")
+    calls = [("10:01:00", 60, 50, "ANSWERED", f"20{k}", f"061234560{k}", f"1791187260.{k}", k) for k in range(1, 4)]
+    switch.insert(calls)
+    # PostgreSQL timestamps keep microseconds: the three calls end within one second, not at one value
+    for k, fraction in ((2, "0.25"), (3, "0.5")):
+        switch.execute(f"UPDATE {switch.table} SET \"end\" = \"end\" + interval '{fraction} seconds' "
+                       f"WHERE uniqueid = '1791187260.{k}'")
+    add_source(wb, switch, batch_size=2)
+    summary = collect(wb, "pbx-paris")
+    assert counts(summary) == ("ok", 3, 3, 0, 0)
+    assert sorted(r["unique_id"] for r in lake_rows(wb)) == sorted(c[6] for c in calls)
+    again = collect(wb, "pbx-paris")
+    assert again.status == "ok" and again.imported == 0
+
+
 def test_bad_row_is_quarantined_once_and_its_raw_reads_again(store, make_switch):
     wb = store
     switch = make_switch("mariadb", "current")
