@@ -178,3 +178,46 @@ def pick_utc_times(start: tuple, answer: tuple, end: tuple, duration_s):
         e = pc.if_else(pc.fill_null(pc.less(e, s), False), e2, e)
     a = a1 if a2 is a1 else pc.if_else(pc.fill_null(pc.less(a1, s), False), a2, a1)
     return s, a, e
+
+
+def read_csv_slice(data: bytes, start: int, end: int, names: list[str], used: list[str],
+                   quote_char: str | bool = '"') -> tuple[pa.Table | None, list[tuple[int, str]], int]:
+    """pyarrow.csv over ``data[start:end]`` (no header; comma-separated, one record per line):
+    ``(table, rejected, lines)`` where the table holds the ``used`` columns as text plus ``_line``
+    (1-based within the slice), ``rejected`` the (line, text) of lines with another field count,
+    and ``lines`` the physical lines. Bytes that are not UTF-8 are replaced first (line numbers do
+    not move). ``table`` is None when pyarrow's row count disagrees with the lines (an open quote
+    ran lines together, a lone CR): the caller then reads the slice its exact, slow way."""
+    import codecs
+
+    import numpy as np
+    import pyarrow.csv as pcsv
+
+    rejected: list[tuple[int, str]] = []
+
+    def on_invalid(row) -> str:
+        rejected.append((row.number, row.text))
+        return "skip"
+
+    buf = memoryview(data)[start:end]
+    lines = data.count(b"\n", start, end) + (0 if data[end - 1:end] == b"\n" else 1)
+    try:
+        codecs.utf_8_decode(buf, "strict", True)
+    except UnicodeDecodeError:
+        buf = bytes(buf).decode("utf-8", "replace").encode()
+    try:
+        table = pcsv.read_csv(
+            pa.py_buffer(buf),
+            read_options=pcsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 22),
+            parse_options=pcsv.ParseOptions(quote_char=quote_char, invalid_row_handler=on_invalid,
+                                            ignore_empty_lines=False),
+            convert_options=pcsv.ConvertOptions(include_columns=used, column_types={c: pa.string() for c in used},
+                                                strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except pa.ArrowInvalid:
+        return None, rejected, lines
+    if table.num_rows + len(rejected) != lines:
+        return None, rejected, lines
+    number = np.arange(1, lines + 1, dtype=np.int32)
+    if rejected:
+        number = number[~np.isin(number, np.array([r for r, _ in rejected], dtype=np.int32))]
+    return table.append_column("_line", pa.array(number, pa.int32())), rejected, lines

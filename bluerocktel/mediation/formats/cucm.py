@@ -68,13 +68,12 @@ from typing import Mapping
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 
 from bluerocktel.errors import FormatError
 from bluerocktel.lake import CDR_SCHEMA
 from bluerocktel.mediation.formats import FormatSpec
 from bluerocktel.mediation.normalize import normalize_batch
-from bluerocktel.mediation.records import CdrIssue
+from bluerocktel.mediation.records import CdrIssue, read_csv_slice
 from bluerocktel.settings import get_setting
 from bluerocktel.vocabulary import Disposition
 
@@ -286,38 +285,10 @@ def read_csv_body(data: bytes, offset: int, names: list[str], used: list[str], f
 
 def _read_chunk(data: bytes, start: int, end: int, names: list[str], used: list[str]):
     """(table with relative ``_line``, rejected (relative line, text), physical lines) of a chunk."""
-    rejected: list[tuple[int, str]] = []
-
-    def on_invalid(row) -> str:
-        rejected.append((row.number, row.text))
-        return "skip"
-
-    def read(buf) -> pa.Table:
-        rejected.clear()
-        return pcsv.read_csv(
-            pa.py_buffer(buf),
-            read_options=pcsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 22),
-            parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
-            convert_options=pcsv.ConvertOptions(include_columns=used, column_types={c: pa.string() for c in used},
-                                                strings_can_be_null=False, quoted_strings_can_be_null=False))
-
-    buf = memoryview(data)[start:end]
-    lines = data.count(b"\n", start, end) + (0 if data[end - 1:end] == b"\n" else 1)
-    try:
-        try:
-            table = read(buf)
-        except pa.ArrowInvalid:
-            # Not UTF-8 (a latin-1 name, …): replace the bad bytes; lines stay where they were.
-            table = read(bytes(buf).decode("utf-8", "replace").encode())
-        ok = table.num_rows + len(rejected) == lines
-    except pa.ArrowInvalid:
-        ok = False
-    if not ok:
-        return _read_chunk_exactly(bytes(buf).decode("utf-8", "replace"), names, used, lines)
-    number = np.arange(1, lines + 1, dtype=np.int32)
-    if rejected:
-        number = number[~np.isin(number, np.array([r for r, _ in rejected], dtype=np.int32))]
-    return table.append_column("_line", pa.array(number, pa.int32())), rejected, lines
+    table, rejected, lines = read_csv_slice(data, start, end, names, used)
+    if table is None:
+        return _read_chunk_exactly(bytes(memoryview(data)[start:end]).decode("utf-8", "replace"), names, used, lines)
+    return table, rejected, lines
 
 
 def _read_chunk_exactly(text: str, names: list[str], used: list[str], lines: int):

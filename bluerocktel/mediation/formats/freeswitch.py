@@ -110,7 +110,6 @@ in 3.4 s wall, 1.7 CPU-s (one lxml parse and one Python pass per document).
 
 from __future__ import annotations
 
-import codecs
 import csv
 import os
 import re
@@ -118,16 +117,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Mapping
 from urllib.parse import unquote
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 
 from bluerocktel.errors import FormatError
 from bluerocktel.lake import CDR_SCHEMA
 from bluerocktel.mediation.formats import FormatSpec
 from bluerocktel.mediation.normalize import normalize_batch
-from bluerocktel.mediation.records import ISO_SECONDS, CdrIssue
+from bluerocktel.mediation.records import ISO_SECONDS, CdrIssue, read_csv_slice
 from bluerocktel.settings import get_setting
 from bluerocktel.vocabulary import Disposition
 
@@ -583,48 +580,14 @@ def read_chunk(data: bytes, start: int, end: int, first_line: int, width: int, u
     for the caller's exact path."""
     names = [f"c{k}" for k in range(width)]
     wanted = [f"c{k}" for k in used]
-    rejected: list[tuple[int, str]] = []
-
-    def on_invalid(row) -> str:
-        rejected.append((row.number, row.text))
-        return "skip"
-
-    def read(buf) -> pa.Table:
-        rejected.clear()
-        return pcsv.read_csv(
-            pa.py_buffer(buf),
-            read_options=pcsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 22),
-            parse_options=pcsv.ParseOptions(quote_char=quote_char, invalid_row_handler=on_invalid,
-                                            ignore_empty_lines=False),
-            convert_options=pcsv.ConvertOptions(include_columns=wanted, column_types={c: pa.string() for c in wanted},
-                                                strings_can_be_null=False, quoted_strings_can_be_null=False))
-
-    buf = memoryview(data)[start:end]
-    lines = data.count(b"\n", start, end) + (0 if data[end - 1:end] == b"\n" else 1)
-    try:
-        codecs.utf_8_decode(buf, "strict", True)
-    except UnicodeDecodeError:
-        # Not UTF-8 (a latin-1 name, …): replace the bad bytes first (pyarrow could not hand the
-        # bad lines to on_invalid); lines stay where they were.
-        buf = bytes(buf).decode("utf-8", "replace").encode()
-    try:
-        try:
-            table = read(buf)
-        except pa.ArrowInvalid:
-            # Not UTF-8 (a latin-1 name, …): replace the bad bytes; lines stay where they were.
-            table = read(bytes(buf).decode("utf-8", "replace").encode())
-        ok = table.num_rows + len(rejected) == lines
-    except pa.ArrowInvalid:
-        ok = False
-    if not ok:
-        text = bytes(buf).decode("utf-8", "replace").split("\n")[:lines]
+    table, rejected, lines = read_csv_slice(data, start, end, names, wanted, quote_char=quote_char)
+    if table is None:
+        text = bytes(memoryview(data)[start:end]).decode("utf-8", "replace").split("\n")[:lines]
         empty = pa.table({**{c: pa.array([], pa.string()) for c in wanted}, "_line": pa.array([], pa.int32())})
         return empty, [(first_line + k, t.rstrip("\r")) for k, t in enumerate(text)]
-    number = np.arange(first_line, first_line + lines, dtype=np.int32)
     rejected = [(first_line + rel - 1, t.rstrip("\r")) for rel, t in rejected]
-    if rejected:
-        number = number[~np.isin(number, np.array([r for r, _ in rejected], dtype=np.int32))]
-    table = table.append_column("_line", pa.array(number, pa.int32()))
+    table = table.set_column(table.schema.get_field_index("_line"), "_line",
+                             pc.add(table.column("_line"), pa.scalar(first_line - 1, pa.int32())))
     blank = _blank_lines(data, start, end, first_line)
     if blank:
         # pyarrow reads an empty line as a row of empty fields: skipped, not counted
