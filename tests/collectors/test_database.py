@@ -384,12 +384,13 @@ def test_pages_never_split_one_time_and_read_every_row_once(store, make_switch):
     assert json.loads(state(wb).cursor)["mark"] == "2026-10-05T10:04:00"
 
 
-def test_a_second_of_fractional_times_filling_a_page_is_read_whole(store, make_switch):
+def test_fractional_end_times_within_one_second_across_pages_are_read_once_each(store, make_switch):
     wb = store
     switch = make_switch("postgresql", "current")
     calls = [("10:01:00", 60, 50, "ANSWERED", f"20{k}", f"061234560{k}", f"1791187260.{k}", k) for k in range(1, 4)]
     switch.insert(calls)
-    # PostgreSQL timestamps keep microseconds: the three calls end within one second, not at one value
+    # PostgreSQL timestamps keep microseconds: the three calls end within one second, at three
+    # values, so pages of 2 cut inside that second (the cut path, not the one-value-fills-a-page one)
     for k, fraction in ((2, "0.25"), (3, "0.5")):
         switch.execute(f"UPDATE {switch.table} SET \"end\" = \"end\" + interval '{fraction} seconds' "
                        f"WHERE uniqueid = '1791187260.{k}'")
