@@ -74,17 +74,35 @@ CDR_SCHEMA = pa.schema([
 ])
 
 # A rated CDR is the normalized CDR plus who pays, which rate applied and what it cost.
+# Rated CDRs: the normalized CDR plus who pays, the price and its trace (lake ``rated``).
+# Quantities are base units of the call type: seconds (voice), messages (sms), bytes (data).
 RATED_SCHEMA = pa.schema(list(CDR_SCHEMA) + [
     ("account_id", pa.int64()),
     ("service_id", pa.int64()),
-    ("rate_deck_id", pa.int64()),
-    ("rate_id", pa.int64()),
-    ("prefix", pa.string()),
+    ("rate_deck_id", pa.int64()),      # deck whose rate priced the call (the plan or a fallback)
+    ("rate_id", pa.int64()),           # rate row of the first segment
+    ("rate_valid_from", UTC_TS),       # version: when that rate took effect
+    ("prefix", pa.string()),           # matched prefix (digits)
     ("destination", pa.string()),
     ("zone", pa.string()),
-    ("billable_s", pa.int32()),
-    ("price_micro", pa.int64()),
-    ("rating_status", pa.string()),   # rated, unrated (no rate), unassigned (no service), free
+    ("band", pa.string()),             # time band(s) in call order, '+'-joined; '' = all-time rate
+    ("segments", pa.string()),         # JSON array of the segments when more than one, else null
+    ("first_increment", pa.int64()),
+    ("next_increment", pa.int64()),
+    ("billable_s", pa.int32()),        # voice: billed seconds after increments; sms/data: 0
+    ("billable_units", pa.int64()),    # billed base units after increments (any call type)
+    ("unrounded_pico", pa.int64()),    # exact amount before any rounding, 1e-12 of the currency
+    ("price_micro", pa.int64()),       # what the customer pays (rounding, min, max, bundle applied)
+    ("bundle_id", pa.int64()),         # service bundle (service_bundles.id) that covered units
+    ("bundle_units", pa.int64()),      # base units the bundle covered
+    ("cost_deck_id", pa.int64()),      # carrier's buy deck
+    ("cost_rate_id", pa.int64()),
+    ("cost_micro", pa.int64()),        # what the call costs us; null when no buy rate priced it
+    ("margin_micro", pa.int64()),      # price_micro - cost_micro
+    ("flags", pa.string()),            # RatingFlag values, comma-separated ('' when none)
+    ("rating_status", pa.string()),    # rated, unrated (no rate), unassigned (no service), free
+    ("rating_reason", pa.string()),    # why unrated / unassigned ('' otherwise)
+    ("tariff_version", pa.string()),   # fingerprint of the tariff tables used
     ("rated_at", UTC_TS),
 ])
 

@@ -166,3 +166,31 @@ class RatingStatus(StrEnum):
     UNRATED = "unrated"           # billable, but no rate matched: never free, price null
     UNASSIGNED = "unassigned"     # no service identifier matched: nobody to bill
     FREE = "free"                 # not billable (unanswered, 0 s, inbound or internal): price 0
+
+
+class RoundingMethod(StrEnum):
+    """How a deck rounds an amount to its decimals (``rate_decks.rounding_method``)."""
+
+    UP = "up"                     # towards +infinity (amounts are never negative)
+    HALF_UP = "half_up"           # nearest, a half away from zero
+    DOWN = "down"                 # towards zero (truncate)
+
+
+class MaxCostAction(StrEnum):
+    """What a rate's maximum cost does to a call that costs more (``rates.max_cost_action``)."""
+
+    CAP = "cap"                   # charge the maximum, the rest is free (CGRateS ``*free``)
+    DISCONNECT = "disconnect"     # charge the full price and flag the call (``*disconnect``)
+
+
+class RatingFlag(StrEnum):
+    """Remarks on one rated CDR (lake ``rated.flags``, comma-separated)."""
+
+    MIN_CHARGE = "min_charge"             # the minimum charge applied
+    MAX_COST_CAPPED = "max_cost_capped"   # price capped at the rate's maximum cost
+    MAX_COST_EXCEEDED = "max_cost_exceeded"   # over the maximum cost of a "disconnect" rate
+    BAND_SPLIT = "band_split"             # priced in more than one segment (band or interval change)
+    BUNDLE = "bundle"                     # a bundle covered all or part of the call
+    FAIR_USE_EXCEEDED = "fair_use_exceeded"   # beyond an unlimited bundle's fair-use cap
+    NEGATIVE_MARGIN = "negative_margin"   # it costs us more than we charge
+    NO_COST = "no_cost"                   # billable, but no carrier trunk or buy rate priced it

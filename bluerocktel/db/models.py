@@ -174,31 +174,158 @@ class Contract(TimestampMixin, Base):
 
 
 class RateDeck(TimestampMixin, Base):
+    """A price list: a sell deck is a customer rating plan, a buy deck a carrier's prices.
+
+    Rounding applies to each call's amount: ``rounding_method`` (up | half_up | down, see
+    :class:`~bluerocktel.vocabulary.RoundingMethod`) at ``rounding_decimals`` (0..6); with an
+    ``increment_rounding_method`` the cost of each billing increment is rounded first (at
+    ``increment_rounding_decimals``), as CGRateS does. A plan lacking a destination falls back
+    to ``fallback_deck_id``. ``holiday_calendar`` (ISO country, e.g. ``FR``) names the public
+    holidays that time bands with the day ``hol`` match.
+    """
+
     __tablename__ = "rate_decks"
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(8), default="sell")
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    rounding_method: Mapped[str] = mapped_column(String(8), default="half_up", server_default="half_up")
+    rounding_decimals: Mapped[int] = mapped_column(Integer, default=6, server_default="6")
+    increment_rounding_method: Mapped[str | None] = mapped_column(String(8))
+    increment_rounding_decimals: Mapped[int | None] = mapped_column(Integer)
+    fallback_deck_id: Mapped[int | None] = mapped_column(ForeignKey("rate_decks.id"))
+    holiday_calendar: Mapped[str | None] = mapped_column(String(8))
     rates: Mapped[list["Rate"]] = relationship(back_populates="deck")
+    bands: Mapped[list["TimeBand"]] = relationship(back_populates="deck")
 
 
 class Rate(Base):
-    """One destination price of a deck, effective from ``valid_from`` (UTC) until replaced."""
+    """One price of a deck for a destination prefix, in force ``[valid_from, valid_to)`` (UTC).
+
+    Quantities are base units of the call type: seconds (voice), messages (sms), bytes (data).
+    ``price`` is per ``unit_size`` base units (60 = per minute). Several rows of one
+    prefix and version make its time bands (``band``; ``''`` applies at any time) and grouped
+    intervals (``group_start``: base units into the call from which this row's price
+    applies). Connection fee, increments, minimum charge and maximum cost come from the
+    ``group_start = 0`` row of the call's first band.
+    """
 
     __tablename__ = "rates"
-    __table_args__ = (UniqueConstraint("deck_id", "prefix", "valid_from"),)
+    __table_args__ = (UniqueConstraint("deck_id", "call_type", "prefix", "band", "group_start", "valid_from"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     deck_id: Mapped[int] = mapped_column(ForeignKey("rate_decks.id"), index=True)
+    call_type: Mapped[str] = mapped_column(String(8), default="voice", server_default="voice")
     prefix: Mapped[str] = mapped_column(String(24))        # E.164 digits without '+'
     destination: Mapped[str] = mapped_column(String(200))
     zone: Mapped[str] = mapped_column(String(64))
-    price_per_minute: Mapped[Decimal] = mapped_column(DecimalText)
+    band: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    group_start: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    price: Mapped[Decimal] = mapped_column(DecimalText)
+    unit_size: Mapped[int] = mapped_column(BigInteger, default=60, server_default="60")
     connection_fee: Mapped[Decimal] = mapped_column(DecimalText, default=Decimal(0))
-    first_increment_s: Mapped[int] = mapped_column(Integer, default=60)
-    next_increment_s: Mapped[int] = mapped_column(Integer, default=60)
+    first_increment: Mapped[int] = mapped_column(BigInteger, default=60)
+    next_increment: Mapped[int] = mapped_column(BigInteger, default=60)
+    min_charge: Mapped[Decimal] = mapped_column(DecimalText, default=Decimal(0), server_default="0")
+    max_cost: Mapped[Decimal | None] = mapped_column(DecimalText)
+    max_cost_action: Mapped[str | None] = mapped_column(String(10))   # cap | disconnect
     valid_from: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    valid_to: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     deck: Mapped[RateDeck] = relationship(back_populates="rates")
+
+
+class TimeBand(Base):
+    """When a deck's band applies, in the paying account's time zone.
+
+    ``days``: comma-separated ``mon,tue,wed,thu,fri,sat,sun,hol`` (``hol``: a public holiday
+    of the deck's ``holiday_calendar``); minutes of the day ``[start_minute, end_minute)``
+    (0..1440). Where several bands match an instant the highest ``priority`` wins; where none
+    does, the band is ``''``.
+    """
+
+    __tablename__ = "time_bands"
+    __table_args__ = (UniqueConstraint("deck_id", "name", "days", "start_minute"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deck_id: Mapped[int] = mapped_column(ForeignKey("rate_decks.id"), index=True)
+    name: Mapped[str] = mapped_column(String(32))
+    days: Mapped[str] = mapped_column(String(40))
+    start_minute: Mapped[int] = mapped_column(Integer, default=0)
+    end_minute: Mapped[int] = mapped_column(Integer, default=1440)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    deck: Mapped[RateDeck] = relationship(back_populates="bands")
+
+
+class CarrierTrunk(Base):
+    """A carrier trunk: calls whose ``dst_channel`` starts with ``trunk`` cost what the buy deck says."""
+
+    __tablename__ = "carrier_trunks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    deck_id: Mapped[int] = mapped_column(ForeignKey("rate_decks.id"), index=True)
+    trunk: Mapped[str] = mapped_column(String(100))
+    valid_from: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    valid_to: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Bundle(TimestampMixin, Base):
+    """Included usage per calendar month for calls of ``call_type`` to the given zones.
+
+    ``allowance`` in base units (seconds, messages, bytes); null means unlimited, then
+    ``fair_use_cap`` (if set) is where unlimited use stops being free.
+    """
+
+    __tablename__ = "bundles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    call_type: Mapped[str] = mapped_column(String(8), default="voice")
+    zones: Mapped[list] = mapped_column(JSON, default=list)
+    allowance: Mapped[int | None] = mapped_column(BigInteger)
+    fair_use_cap: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ServiceBundle(Base):
+    """A bundle granted to a service over ``[valid_from, valid_to)``; partial months are prorated."""
+
+    __tablename__ = "service_bundles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), index=True)
+    bundle_id: Mapped[int] = mapped_column(ForeignKey("bundles.id"), index=True)
+    valid_from: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    valid_to: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    bundle: Mapped[Bundle] = relationship()
+
+
+class RatingProfile(Base):
+    """Which plan prices a (tenant, category, subject) from ``activation_at``, as in CGRateS.
+
+    ``subject`` ``*any`` matches every subject; ``fallback_subjects`` (space-separated) are
+    tried in order when the subject's plan lacks the destination.
+    """
+
+    __tablename__ = "rating_profiles"
+    __table_args__ = (UniqueConstraint("tenant", "category", "subject", "activation_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    category: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(100))
+    activation_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    deck_id: Mapped[int] = mapped_column(ForeignKey("rate_decks.id"))
+    fallback_subjects: Mapped[str] = mapped_column(String(400), default="")
+
+
+class RatingAdjustment(Base):
+    """A re-rating delta for an account and usage month, billed as a line of a later invoice."""
+
+    __tablename__ = "rating_adjustments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    usage_month: Mapped[str] = mapped_column(String(7))                   # YYYY-MM of the calls
+    delta_micro: Mapped[int] = mapped_column(BigInteger)                  # new price - billed price
+    calls: Mapped[int] = mapped_column(Integer, default=0)               # CDRs whose price changed
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))   # set when billed
 
 
 class Service(TimestampMixin, Base):

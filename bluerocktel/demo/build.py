@@ -155,8 +155,8 @@ def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None 
         s.add_all(products.values())
         deck = RateDeck(code=data.SELL_DECK[0], name=data.SELL_DECK[1], kind=RateDeckKind.SELL.value, currency="EUR")
         rates_from = _utc_midnight(dt.date(p_start.year - 1, 1, 1))
-        deck.rates = [Rate(prefix=prefix, destination=dest, zone=zone, price_per_minute=D(price),
-                           connection_fee=D(fee), first_increment_s=first, next_increment_s=nxt, valid_from=rates_from)
+        deck.rates = [Rate(prefix=prefix, destination=dest, zone=zone, price=D(price),
+                           connection_fee=D(fee), first_increment=first, next_increment=nxt, valid_from=rates_from)
                       for prefix, dest, zone, price, fee, first, nxt in data.RATES]
         s.add(deck)
         s.add(CdrSource(name=DEMO_SOURCE, format="asterisk-csv", url=None, country="FR",

@@ -220,4 +220,6 @@ def rate_batch(con, cdrs: pa.Table, identifiers: pa.Table, rates: pa.Table,
         "zone": rate["zone"], "billable_s": rating["billable_s"], "price_micro": rating["price_micro"],
         "rating_status": rating["rating_status"], "rated_at": pa.repeat(pa.scalar(rated_at, UTC_TS), n),
     }
-    return pa.table(columns).cast(RATED_SCHEMA)
+    for name in RATED_SCHEMA.names:   # trace columns this kernel version does not compute yet
+        columns.setdefault(name, pa.nulls(n, RATED_SCHEMA.field(name).type))
+    return pa.table({name: columns[name] for name in RATED_SCHEMA.names}).cast(RATED_SCHEMA)

@@ -37,16 +37,16 @@ def load_tariffs(session: Session) -> tuple[pa.Table, pa.Table]:
     used_decks = select(Service.rate_deck_id).where(Service.rate_deck_id.is_not(None)).distinct()
     rate_rows = session.scalars(select(Rate).where(Rate.deck_id.in_(used_decks)).order_by(Rate.id)).all()
     for rate in rate_rows:
-        if rate.next_increment_s < 1 or rate.first_increment_s < 0 or not rate.prefix.isdigit():
+        if rate.next_increment < 1 or rate.first_increment < 0 or not rate.prefix.isdigit():
             raise TariffError(
                 f"rate {rate.id} of deck {rate.deck_id} (prefix {rate.prefix!r}) is unusable: the prefix "
                 f"must be digits, the first increment >= 0 s and the next increment >= 1 s "
-                f"(got {rate.first_increment_s}/{rate.next_increment_s})")
+                f"(got {rate.first_increment}/{rate.next_increment})")
     rates = pa.Table.from_pylist([
         {"rate_id": r.id, "deck_id": r.deck_id, "prefix": r.prefix, "destination": r.destination,
-         "zone": r.zone, "price_per_minute_micro": to_micro(r.price_per_minute),
-         "connection_fee_micro": to_micro(r.connection_fee), "first_increment_s": r.first_increment_s,
-         "next_increment_s": r.next_increment_s, "valid_from": r.valid_from}
+         "zone": r.zone, "price_per_minute_micro": to_micro(r.price),
+         "connection_fee_micro": to_micro(r.connection_fee), "first_increment_s": r.first_increment,
+         "next_increment_s": r.next_increment, "valid_from": r.valid_from}
         for r in rate_rows
     ], schema=RATE_SCHEMA)
     return identifiers, rates

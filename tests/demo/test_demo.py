@@ -108,12 +108,12 @@ def test_rate_deck_is_realistic(demo):
     for prefix in ["331", "332", "333", "334", "335", "339", "336", "337", "338", "44", "447", "1", "212", "213",
                    "216", "32", "49", "34", "39"]:
         assert prefix in rates, prefix
-    assert all(isinstance(r.price_per_minute, Decimal) and r.price_per_minute > 0 for r in rates.values())
-    assert (rates["44"].first_increment_s, rates["44"].next_increment_s) == (60, 60)
-    assert (rates["331"].first_increment_s, rates["331"].next_increment_s) == (1, 1)
-    assert (rates["336"].first_increment_s, rates["336"].next_increment_s) == (30, 6)
+    assert all(isinstance(r.price, Decimal) and r.price > 0 for r in rates.values())
+    assert (rates["44"].first_increment, rates["44"].next_increment) == (60, 60)
+    assert (rates["331"].first_increment, rates["331"].next_increment) == (1, 1)
+    assert (rates["336"].first_increment, rates["336"].next_increment) == (30, 6)
     assert rates["338"].connection_fee > 0 and rates["331"].connection_fee == 0
-    assert rates["336"].price_per_minute > rates["331"].price_per_minute
+    assert rates["336"].price > rates["331"].price
     assert all(r.valid_from < dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc) for r in rates.values())
 
 

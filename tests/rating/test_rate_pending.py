@@ -35,17 +35,17 @@ def seed(wb) -> dict:
         s.flush()
         s.add_all([
             Rate(deck_id=deck.id, prefix="33", destination="France", zone="fr-fixed",
-                 price_per_minute=Decimal("0.0200"), first_increment_s=60, next_increment_s=60,
+                 price=Decimal("0.0200"), first_increment=60, next_increment=60,
                  valid_from=at("2026-01-01")),
             Rate(deck_id=deck.id, prefix="336", destination="France mobile", zone="fr-mobile",
-                 price_per_minute=Decimal("0.1000"), connection_fee=Decimal("0.0150"),
-                 first_increment_s=30, next_increment_s=6, valid_from=at("2026-01-01")),
+                 price=Decimal("0.1000"), connection_fee=Decimal("0.0150"),
+                 first_increment=30, next_increment=6, valid_from=at("2026-01-01")),
             # more decimals than micro units: loaded as round_half_up(0.01234567, 6) = 0.012346
             Rate(deck_id=deck.id, prefix="44", destination="United Kingdom", zone="europe",
-                 price_per_minute=Decimal("0.01234567"), first_increment_s=1, next_increment_s=1,
+                 price=Decimal("0.01234567"), first_increment=1, next_increment=1,
                  valid_from=at("2026-01-01")),
             Rate(deck_id=unused.id, prefix="1", destination="NANP", zone="world",
-                 price_per_minute=Decimal("9"), valid_from=at("2026-01-01")),
+                 price=Decimal("9"), valid_from=at("2026-01-01")),
         ])
         service = Service(account_id=account.id, product_id=product.id, rate_deck_id=deck.id, label="trunk 1")
         s.add(service)

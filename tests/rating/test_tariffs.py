@@ -23,10 +23,10 @@ def test_identifiers_carry_their_service_and_rates_are_micro_units(wb):
         s.add_all([
             ServiceIdentifier(service_id=service.id, kind="trunk", value="SIP/acme",
                               valid_from=at("2026-01-01"), valid_to=at("2026-07-01")),
-            Rate(deck_id=used.id, prefix="33", destination="France", zone="fr", price_per_minute=Decimal("0.0125"),
-                 connection_fee=Decimal("0.0000005"), first_increment_s=30, next_increment_s=6,
+            Rate(deck_id=used.id, prefix="33", destination="France", zone="fr", price=Decimal("0.0125"),
+                 connection_fee=Decimal("0.0000005"), first_increment=30, next_increment=6,
                  valid_from=at("2026-01-01")),
-            Rate(deck_id=unused.id, prefix="1", destination="NANP", zone="w", price_per_minute=Decimal("1"),
+            Rate(deck_id=unused.id, prefix="1", destination="NANP", zone="w", price=Decimal("1"),
                  valid_from=at("2026-01-01")),
         ])
         ids = (account.id, service.id, used.id)
@@ -53,7 +53,7 @@ def test_a_zero_second_next_increment_is_refused(wb):
         s.add_all([account, product, deck])
         s.flush()
         s.add(Service(account_id=account.id, product_id=product.id, rate_deck_id=deck.id, label="s"))
-        s.add(Rate(deck_id=deck.id, prefix="33", destination="France", zone="fr", price_per_minute=Decimal("0.01"),
-                   first_increment_s=60, next_increment_s=0, valid_from=at("2026-01-01")))
+        s.add(Rate(deck_id=deck.id, prefix="33", destination="France", zone="fr", price=Decimal("0.01"),
+                   first_increment=60, next_increment=0, valid_from=at("2026-01-01")))
     with wb.db.session() as s, pytest.raises(TariffError, match="next increment >= 1 s"):
         load_tariffs(s)
