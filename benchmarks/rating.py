@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from bluerocktel.lake import CDR_SCHEMA, connect_duckdb
 from bluerocktel.rating import IDENTIFIER_SCHEMA, RATE_SCHEMA, rate_batch
+from bluerocktel.rating.tariffs import Tariffs
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(2026, 10, 1, tzinfo=UTC)
@@ -113,7 +114,7 @@ def main() -> None:
     speeds = []
     for run in range(args.runs):
         started, cpu_started = time.perf_counter(), time.process_time()
-        rated = rate_batch(con, cdrs, identifiers, rates, dt.datetime.now(UTC))
+        rated = rate_batch(con, cdrs, Tariffs(identifiers, rates, "bench"), dt.datetime.now(UTC))
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         speeds.append(cdrs.num_rows / elapsed)
         statuses = dict(zip(*rated.group_by("rating_status").aggregate([("rating_status", "count")])

@@ -183,17 +183,17 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
-def rate_batch(con, cdrs: pa.Table, identifiers: pa.Table, rates: pa.Table,
-               rated_at: dt.datetime) -> pa.Table:
+def rate_batch(con, cdrs: pa.Table, tariffs, rated_at: dt.datetime, bundle_used: pa.Table | None = None) -> pa.Table:
     """Rate ``cdrs`` (:data:`~bluerocktel.lake.CDR_SCHEMA`) against the tariff tables.
 
-    ``identifiers`` follows :data:`IDENTIFIER_SCHEMA`, ``rates`` :data:`RATE_SCHEMA` (see
+    ``tariffs`` is a :class:`~bluerocktel.rating.tariffs.Tariffs` (see
     :func:`bluerocktel.rating.load_tariffs`). Returns one row per CDR, in input order, with
     :data:`~bluerocktel.lake.RATED_SCHEMA`. ``con`` is a DuckDB connection used by one
     caller at a time; the kernel registers and then drops its views on it.
     """
     if rated_at.tzinfo is None:
         raise ValueError(f"naive datetime {rated_at!r}: rated_at must be UTC-aware")
+    identifiers, rates = tariffs.identifiers, tariffs.rates
     cdrs = _conform(cdrs, CDR_SCHEMA)
     n = cdrs.num_rows
     views = {_CDRS: cdrs.append_column("rid", pa.array(np.arange(n, dtype=np.int64))),
@@ -218,7 +218,8 @@ def rate_batch(con, cdrs: pa.Table, identifiers: pa.Table, rates: pa.Table,
         "account_id": who["account_id"], "service_id": who["service_id"], "rate_deck_id": who["rate_deck_id"],
         "rate_id": rate["rate_id"], "prefix": rate["prefix"], "destination": rate["destination"],
         "zone": rate["zone"], "billable_s": rating["billable_s"], "price_micro": rating["price_micro"],
-        "rating_status": rating["rating_status"], "rated_at": pa.repeat(pa.scalar(rated_at, UTC_TS), n),
+        "rating_status": rating["rating_status"], "tariff_version": pa.repeat(pa.scalar(tariffs.version), n),
+        "rated_at": pa.repeat(pa.scalar(rated_at, UTC_TS), n),
     }
     for name in RATED_SCHEMA.names:   # trace columns this kernel version does not compute yet
         columns.setdefault(name, pa.nulls(n, RATED_SCHEMA.field(name).type))

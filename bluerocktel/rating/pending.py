@@ -100,7 +100,7 @@ def rate_pending(wb: Workbench, months: list[str] | None = None, *, actor: str =
     files: list[str] = []
     with _rating_lock(wb.lake_dir):
         with wb.db.session() as session:
-            identifiers, rates = load_tariffs(session)
+            tariffs = load_tariffs(session)
         rated_at = dt.datetime.now(dt.timezone.utc)
         con = connect_duckdb()
         try:
@@ -108,7 +108,7 @@ def rate_pending(wb: Workbench, months: list[str] | None = None, *, actor: str =
                 pending = pending_cdrs(con, wb.lake_dir, month)
                 if pending.num_rows == 0:
                     continue
-                rated = rate_batch(con, pending, identifiers, rates, rated_at)
+                rated = rate_batch(con, pending, tariffs, rated_at)
                 path = write_partition(wb.lake_dir, "rated", month, rated)
                 files.append(str(path.relative_to(dataset_dir(wb.lake_dir, "rated"))))
                 summary.add(month, rated)

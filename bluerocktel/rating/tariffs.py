@@ -7,6 +7,9 @@ Python: Decimal prices become integer micro units with :func:`bluerocktel.money.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+
 import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,9 +24,30 @@ class TariffError(UserFacingError):
     """A rate or identifier cannot be used for rating (e.g. a next increment of 0 s)."""
 
 
-def load_tariffs(session: Session) -> tuple[pa.Table, pa.Table]:
-    """``(identifiers, rates)``: every service identifier with its service's account and deck,
-    and every rate of the decks that services use, in the kernel's schemas."""
+@dataclass(frozen=True)
+class Tariffs:
+    """Everything the kernel needs from the system of record, as Arrow tables."""
+
+    identifiers: pa.Table      # IDENTIFIER_SCHEMA
+    rates: pa.Table            # RATE_SCHEMA
+    version: str               # fingerprint of the tables: a rated CDR records which tariffs priced it
+
+
+def fingerprint(*tables: pa.Table) -> str:
+    digest = hashlib.sha256()
+    for table in tables:
+        for batch in table.to_batches():
+            for column in batch.columns:
+                for buf in column.buffers():
+                    if buf is not None:
+                        digest.update(buf)
+        digest.update(b"|")
+    return digest.hexdigest()[:16]
+
+
+def load_tariffs(session: Session) -> Tariffs:
+    """Every service identifier with its service's account and deck, and every rate of the
+    decks that services use, in the kernel's schemas."""
     id_rows = session.execute(
         select(ServiceIdentifier.id, ServiceIdentifier.service_id, Service.account_id,
                Service.rate_deck_id, ServiceIdentifier.kind, ServiceIdentifier.value,
@@ -49,4 +73,4 @@ def load_tariffs(session: Session) -> tuple[pa.Table, pa.Table]:
          "next_increment_s": r.next_increment, "valid_from": r.valid_from}
         for r in rate_rows
     ], schema=RATE_SCHEMA)
-    return identifiers, rates
+    return Tariffs(identifiers, rates, fingerprint(identifiers, rates))

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from bluerocktel.lake import CDR_SCHEMA, connect_duckdb
 from bluerocktel.rating import IDENTIFIER_SCHEMA, RATE_SCHEMA, rate_batch
+from bluerocktel.rating.tariffs import Tariffs
 
 UTC = dt.timezone.utc
 RATED_AT = dt.datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
@@ -75,6 +76,6 @@ def rate_rows(cdrs: pa.Table, identifiers: pa.Table, rates: pa.Table) -> list[di
     """Rate with a fresh DuckDB connection; the rated rows as dicts, in CDR order."""
     con = connect_duckdb()
     try:
-        return rate_batch(con, cdrs, identifiers, rates, RATED_AT).to_pylist()
+        return rate_batch(con, cdrs, Tariffs(identifiers, rates, "test"), RATED_AT).to_pylist()
     finally:
         con.close()

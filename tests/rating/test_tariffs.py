@@ -32,7 +32,8 @@ def test_identifiers_carry_their_service_and_rates_are_micro_units(wb):
         ids = (account.id, service.id, used.id)
 
     with wb.db.session() as s:
-        identifiers, rates = load_tariffs(s)
+        tariffs = load_tariffs(s)
+        identifiers, rates = tariffs.identifiers, tariffs.rates
     assert identifiers.schema == IDENTIFIER_SCHEMA and rates.schema == RATE_SCHEMA
     [ident] = identifiers.to_pylist()
     assert (ident["account_id"], ident["service_id"], ident["rate_deck_id"]) == ids
