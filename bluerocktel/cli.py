@@ -308,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     rating = sub.add_parser("rating", help="rating plans and quotes").add_subparsers(dest="rating_command",
                                                                                       required=True)
     add_rating_quote_parser(rating, common)
+    from bluerocktel.rating.deckimport import add_rating_import_parser
+
+    add_rating_import_parser(rating, common)
+    from bluerocktel.rating.anomalies import add_rating_anomalies_parser
+
+    add_rating_anomalies_parser(rating, common)
 
     billing = sub.add_parser("billing", help="billing cycles").add_subparsers(dest="billing_command", required=True)
     p = billing.add_parser("run", parents=[common], help="run the billing cycle of a period")

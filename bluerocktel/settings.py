@@ -41,6 +41,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Address `serve` and `dashboards` listen on."),
     Setting("port", "8000", "Port of `serve` (API, portal, staff app)."),
     Setting("dashboards_port", "8866", "Port of the Voila dashboards server."),
+    Setting("anomaly_window_minutes", "60", "Length of the windows the anomaly detectors count calls in, in minutes (a divisor of 1440; windows are aligned on UTC multiples of it)."),
+    Setting("anomaly_high_cost_per_minute", "1.00", "A call is high-cost when the rate that priced it costs at least this per minute (price x 60 / unit size, in the deck's currency)."),
+    Setting("anomaly_high_risk_zones", "", "Comma-separated rate zones whose calls always count as high-cost (e.g. `satellite,premium`)."),
+    Setting("anomaly_spike_calls", "10", "High-cost spike (IRSF): floor of high-cost calls per account and window; flagged above the larger of it and the factor x the 7-day median."),
+    Setting("anomaly_spike_minutes", "30", "High-cost spike: floor of high-cost minutes per account and window."),
+    Setting("anomaly_spike_amount", "20.00", "High-cost spike: floor of the high-cost calls' price per account and window, in the account's currency."),
+    Setting("anomaly_spike_factor", "3", "High-cost spike: how many times the account's baseline (median of the same window over the previous 7 days) a window must exceed."),
+    Setting("anomaly_long_call_s", "14400", "A call with more answered seconds than this is a long-call anomaly (default 4 h)."),
+    Setting("anomaly_off_hours_calls", "20", "Off-hours burst: more than this many answered outbound calls in one window outside business hours (account's time zone)."),
+    Setting("anomaly_business_days", "mon,tue,wed,thu,fri", "Business days for the off-hours detector (mon..sun); public holidays of the account's country are off-hours."),
+    Setting("anomaly_business_hours", "08:00-19:00", "Business hours `HH:MM-HH:MM` (end exclusive) in the account's time zone, for the off-hours detector."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
