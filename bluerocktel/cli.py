@@ -155,7 +155,8 @@ def cmd_rate(args) -> int:
     from bluerocktel.rating import rate_pending
 
     wb = _workbench(args)
-    summary = rate_pending(wb, months=[args.period] if args.period else None)
+    summary = rate_pending(wb, months=[args.period] if args.period else None, engine=args.engine,
+                           scheduler=args.scheduler)
     _print(args, summary.as_dict(), summary.describe())
     return 0
 
@@ -301,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rate", parents=[common], help="rate the CDRs not rated yet")
     p.add_argument("--period", default=None, help="only this month, YYYY-MM")
+    p.add_argument("--engine", choices=["local", "dask"], default="local",
+                   help="rate in this process (local) or on a Dask cluster (dask); the same result")
+    p.add_argument("--scheduler", default=None,
+                   help="Dask scheduler address tcp://HOST:PORT (default with --engine dask: a LocalCluster "
+                        "of 2 workers)")
     p.set_defaults(func=cmd_rate)
 
     from bluerocktel.rating.cgrates_cli import add_rating_quote_parser
@@ -308,9 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     rating = sub.add_parser("rating", help="rating plans and quotes").add_subparsers(dest="rating_command",
                                                                                       required=True)
     add_rating_quote_parser(rating, common)
+    from bluerocktel.rating.cgrates_cli import add_rating_import_cgrates_parser
+
+    add_rating_import_cgrates_parser(rating, common)
     from bluerocktel.rating.deckimport import add_rating_import_parser
 
     add_rating_import_parser(rating, common)
+    from bluerocktel.rating.rerate import add_rating_rerate_parser
+
+    add_rating_rerate_parser(rating, common)
     from bluerocktel.rating.anomalies import add_rating_anomalies_parser
 
     add_rating_anomalies_parser(rating, common)

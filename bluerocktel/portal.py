@@ -226,13 +226,19 @@ class PortalStore:
         limit = _limit(limit)
         offset = max(0, int(offset))
         source = scan_sql(self.wb.lake_dir, "rated", months)
+        # a CDR may have been rated several times: its latest rating is the one that counts, and
+        # it may have moved to another account since, so pick the latest first, then filter
+        latest = f"""(SELECT r.* FROM {source} r
+                      SEMI JOIN (SELECT cdr_id FROM {source} WHERE account_id = $account) mine USING (cdr_id)
+                      QUALIFY row_number() OVER (PARTITION BY r.cdr_id ORDER BY r.rated_at DESC NULLS LAST) = 1)"""
         con = connect_duckdb()
         try:
-            total = con.execute(f"SELECT count(*) FROM {source} WHERE account_id = ?",
-                                [self.account_id]).fetchall()[0][0]
+            total = con.execute(f"SELECT count(*) FROM {latest} WHERE account_id = $account",
+                                {"account": self.account_id}).fetchall()[0][0]
             cursor = con.execute(
-                f"SELECT {', '.join(CALL_COLUMNS)} FROM {source} WHERE account_id = ? "
-                f"ORDER BY start_at DESC, cdr_id DESC LIMIT ? OFFSET ?", [self.account_id, limit, offset])
+                f"SELECT {', '.join(CALL_COLUMNS)} FROM {latest} WHERE account_id = $account "
+                f"ORDER BY start_at DESC, cdr_id DESC LIMIT $limit OFFSET $offset",
+                {"account": self.account_id, "limit": limit, "offset": offset})
             rows = [dict(zip(CALL_COLUMNS, values)) for values in cursor.fetchall()]
         finally:
             con.close()
@@ -250,13 +256,26 @@ def resolve_document(wb: Workbench, relative_path: str | None, what: str) -> Pat
     return path
 
 
+@dataclass(frozen=True)
+class UnratedPage:
+    """A page of the unrated queue (oldest call first) and the queue's size by status and reason."""
+
+    rows: list[dict]          # bluerocktel.rating.unrated.QUEUE_COLUMNS
+    counts: list[dict]        # status, reason, calls, first_start_at, last_start_at; largest first
+    total: int                # CDRs in the queue
+    offset: int
+    limit: int
+
+
 class StaffStore:
-    """What the staff app lists and does: accounts (searchable, paginated), billing runs, and the
-    CDR page (uploads, the file ledger, the quarantine, the CDR sources).
+    """What the staff app lists and does: accounts (searchable, paginated), billing runs, the
+    CDR page (uploads, the file ledger, the quarantine, the CDR sources) and the Rating page
+    (the unrated queue, rated CDRs and their traces, anomalies).
 
     The actions take the signed-in :class:`Principal` and check its permission
     (``cdrs:import``, ``cdrs:sources``; :data:`bluerocktel.security.PERMISSIONS`) whatever the
-    page shows: AuthError when the role may not.
+    page shows: AuthError when the role may not. So do the Rating page's reads, which show costs
+    and margins (``rating:read``).
     """
 
     def __init__(self, wb: Workbench):
@@ -291,6 +310,70 @@ class StaffStore:
         return create_cdr_source(self.wb, name=name, format=format or None, url=url or None, timezone=timezone or None,
                                  country=country or None, options=_check_options(options or {}),
                                  mapping=mapping or None, actor=principal.email)
+
+    # --- Rating page ----------------------------------------------------------------------------
+
+    def unrated(self, principal: Principal, offset: int = 0, limit: int = 50,
+                months: list[str] | None = None) -> UnratedPage:
+        """A page of the unrated queue (CDRs whose latest rating is ``unrated`` or ``unassigned``),
+        oldest call first, with the queue counted by status and reason."""
+        from bluerocktel.rating.unrated import unrated_counts, unrated_queue
+
+        _require(principal, "rating:read", "see the unrated queue")
+        limit, offset = _limit(limit), max(0, int(offset))
+        counts = unrated_counts(self.wb.lake_dir, months)
+        rows = unrated_queue(self.wb.lake_dir, months, limit=limit, offset=offset)
+        return UnratedPage(rows, counts, sum(int(c["calls"]) for c in counts), offset, limit)
+
+    def rated_months(self, principal: Principal) -> list[str]:
+        """The months (``YYYY-MM``) the lake has rated CDRs of, newest first."""
+        from bluerocktel.rating.pending import lake_months
+
+        _require(principal, "rating:read", "see rated CDRs")
+        return sorted(lake_months(self.wb.lake_dir, "rated"), reverse=True)
+
+    def rated_cdrs(self, principal: Principal, month: str, offset: int = 0, limit: int = 50,
+                   status: str | None = None, account_id: int | None = None):
+        """A page of ``month``'s rated CDRs (latest rating of each), newest call first
+        (:func:`bluerocktel.rating.queries.rated_cdrs`)."""
+        from bluerocktel.rating.queries import rated_cdrs
+
+        _require(principal, "rating:read", "see rated CDRs")
+        return rated_cdrs(self.wb.lake_dir, month=month, account_id=account_id, status=status or None,
+                          limit=_limit(limit), offset=offset)
+
+    def rated_cdr(self, principal: Principal, cdr_id: str, month: str | None = None) -> dict:
+        """The trace of a rated CDR with its deck codes and currency, and its earlier ratings
+        (:func:`bluerocktel.rating.queries.rated_cdr`); NotFoundError when the lake has none.
+        ``month`` (the call's, when known) reads that month only instead of the whole lake."""
+        from bluerocktel.rating.queries import add_deck_codes, check_month, rated_cdr
+
+        _require(principal, "rating:read", "see rating traces")
+        cdr_id = (cdr_id or "").strip()
+        months = [check_month(month)] if month else None
+        trace = rated_cdr(self.wb.lake_dir, cdr_id, months) if cdr_id else None
+        if trace is None:
+            raise NotFoundError(f"no rated CDR {cdr_id!r}")
+        return add_deck_codes(self.wb.db, trace)
+
+    def anomalies(self, principal: Principal, days: int = 7, now: dt.datetime | None = None) -> list:
+        """Anomalies of the calls started in the ``days`` days before ``now`` (default: the
+        current time), every account (:func:`bluerocktel.rating.anomalies.find_anomalies`)."""
+        from bluerocktel.rating.anomalies import find_anomalies
+
+        _require(principal, "rating:read", "see traffic anomalies")
+        until = now or dt.datetime.now(dt.timezone.utc)
+        return find_anomalies(self.wb, since=until - dt.timedelta(days=days), until=until)
+
+    def anomalies_csv(self, principal: Principal, anomalies: list) -> bytes:
+        """``anomalies`` as the CSV file ``bluerocktel rating anomalies --export`` writes (UTF-8)."""
+        import tempfile
+
+        from bluerocktel.rating.anomalies import export_anomalies
+
+        _require(principal, "rating:read", "export traffic anomalies")
+        with tempfile.TemporaryDirectory(prefix="brt-anomalies-") as folder:
+            return export_anomalies(anomalies, Path(folder) / "anomalies.csv").read_bytes()
 
     def accounts(self, search: str = "", offset: int = 0, limit: int = 50) -> AccountPage:
         limit = _limit(limit)

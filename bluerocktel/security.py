@@ -120,15 +120,18 @@ def authenticate_token(session: Session, token: str) -> User:
 # CDR mediation: ``cdrs:read`` (the file ledger, the quarantine, the sources: every staff role),
 # ``cdrs:import`` (push batches, upload files: admin and billing, who run the billing cycle the
 # CDRs feed), ``cdrs:sources`` (add or change CDR sources and their collector URLs: admin only).
+# Rating: ``rating:read`` (any rated CDR's trace with cost and margin, the unrated queue, the
+# anomalies: admin, billing, support, read_only; not sales). A customer sees its own account's
+# traces only, without the buy side, and never the queue or the anomalies.
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.ADMIN: frozenset({"accounts:read", "accounts:write", "invoices:read", "billing:run", "billing:issue",
                            "cdrs:read", "cdrs:import", "cdrs:sources", "users:write", "audit:read",
-                           "tickets:write"}),
+                           "tickets:write", "rating:read"}),
     Role.BILLING: frozenset({"accounts:read", "invoices:read", "billing:run", "billing:issue", "cdrs:read",
-                             "cdrs:import"}),
-    Role.SUPPORT: frozenset({"accounts:read", "invoices:read", "tickets:write", "cdrs:read"}),
+                             "cdrs:import", "rating:read"}),
+    Role.SUPPORT: frozenset({"accounts:read", "invoices:read", "tickets:write", "cdrs:read", "rating:read"}),
     Role.SALES: frozenset({"accounts:read", "accounts:write", "cdrs:read"}),
-    Role.READ_ONLY: frozenset({"accounts:read", "invoices:read", "cdrs:read"}),
+    Role.READ_ONLY: frozenset({"accounts:read", "invoices:read", "cdrs:read", "rating:read"}),
     Role.CUSTOMER: frozenset({"portal"}),
 }
 

@@ -1,19 +1,24 @@
-"""The staff app (``/staff``): accounts (searchable, paginated on the server), billing runs, and
-the CDR page (upload a file, the file ledger, the quarantine, the CDR sources). Thin: every
-read and action is a :class:`~bluerocktel.portal.StaffStore` call."""
+"""The staff app (``/staff``): accounts (searchable, paginated on the server), billing runs, the
+CDR page (upload a file, the file ledger, the quarantine, the CDR sources) and the Rating page
+(the unrated queue, rated CDRs and their traces, anomalies of the last 7 days with a CSV export;
+roles with ``rating:read``). Thin: every read and action is a
+:class:`~bluerocktel.portal.StaffStore` call."""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
+import io
 
 import pandas as pd
 import panel as pn
 
 from bluerocktel.errors import UserFacingError
 from bluerocktel.portal import StaffStore
+from bluerocktel.rating.anomalies import format_amount
 from bluerocktel.security import AuthError, can
 from bluerocktel.settings import get_setting
-from bluerocktel.vocabulary import STAFF_ROLES
+from bluerocktel.vocabulary import STAFF_ROLES, RatingStatus
 from portal_app.identity import page_brand, refused_page, signed_in
 from portal_app.layout import header, lazy_tabs, load_extensions, section_title
 
@@ -30,11 +35,14 @@ def build_staff(wb):
     store = StaffStore(wb)
     brand = page_brand(wb)
     pn.state.curdoc.title = f"{brand.name} · Operations"
+    tabs = [("Accounts", lambda: AccountsView(store).panel()),
+            ("Billing runs", lambda: billing_runs_view(store)),
+            ("CDR", lambda: CdrView(store, principal).panel())]
+    if can(principal, "rating:read"):
+        tabs.append(("Rating", lambda: RatingView(store, principal).panel()))
     return pn.Column(
         header(brand, f"Operations · {principal.role.value.replace('_', ' ')}", principal.email),
-        lazy_tabs([("Accounts", lambda: AccountsView(store).panel()),
-                   ("Billing runs", lambda: billing_runs_view(store)),
-                   ("CDR", lambda: CdrView(store, principal).panel())]),
+        lazy_tabs(tabs),
         sizing_mode="stretch_width", margin=0,
     )
 
@@ -226,3 +234,219 @@ class CdrView:
                       pn.Row(self.new_name, self.new_format, self.new_url, self.new_timezone, self.new_country),
                       pn.Row(self.new_options, self.add_button), self.add_result]
         return pn.Column(*parts, sizing_mode="stretch_width")
+
+
+# --- Rating ----------------------------------------------------------------------------------
+
+RATING_ROWS = 25
+ANOMALY_DAYS = 7
+_STATUS_LABEL = "(any status)"
+
+
+def _at(value) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S}" if value else ""
+
+
+def _money(amount: str | None, currency: str | None) -> str:
+    return "" if amount is None else f"{amount} {currency or ''}".strip()
+
+
+def render_trace(trace: dict) -> str:
+    """The trace of one rated CDR as HTML: the call, who pays, the rate and its version, bands,
+    increments, amounts, bundle, cost and margin, flags, then its segments and earlier ratings."""
+    e = html.escape
+    cur = trace.get("currency")
+    deck = (f"{trace['rate_deck_code'] or ''} (#{trace['rate_deck_id']})" if trace.get("rate_deck_id") is not None
+            else "")
+    rate = (f"#{trace['rate_id']}, in force since {_at(trace['rate_valid_from'])} UTC"
+            if trace.get("rate_id") is not None else "")
+    cost_deck = (f"{trace.get('cost_deck_code') or ''} (#{trace['cost_deck_id']}), rate #{trace['cost_rate_id']}"
+                 if trace.get("cost_deck_id") is not None else "")
+    bundle = (f"#{trace['bundle_id']}: {trace['bundle_units']} units covered" if trace.get("bundle_id") is not None
+              else "")
+    increments = (f"{trace['first_increment']} / {trace['next_increment']}"
+                  if trace.get("first_increment") is not None else "")
+    facts = [
+        ("CDR", trace["cdr_id"]),
+        ("Status", trace["rating_status"] + (f": {trace['rating_reason']}" if trace.get("rating_reason") else "")),
+        ("Call", f"{_at(trace['start_at'])} UTC · {trace['caller']} → {trace['callee']} · {trace['call_type']} · "
+                 f"{trace['direction']} · {trace['disposition']} · {trace['billsec_s']} s answered"),
+        ("Account / service", f"{trace['account_id'] or ''} / {trace['service_id'] or ''}"),
+        ("Prefix", trace.get("prefix") or ""),
+        ("Destination", " · ".join(x for x in (trace.get("destination"), trace.get("zone")) if x)),
+        ("Deck", deck), ("Rate", rate), ("Tariff version", trace.get("tariff_version") or ""),
+        ("Band(s)", " + ".join(trace["bands"]) or ("any time" if trace.get("band") == "" else "")),
+        ("Increments (first / next)", increments),
+        ("Billable units", "" if trace.get("billable_units") is None else str(trace["billable_units"])),
+        ("Unrounded amount", _money(trace.get("amount_precise"), cur)),
+        ("Price", _money(trace.get("price"), cur)),
+        ("Bundle", bundle),
+        ("Cost", " · ".join(x for x in (_money(trace.get("cost"), trace.get("cost_currency")), cost_deck) if x)),
+        ("Margin", _money(trace.get("margin"), cur)),
+        ("Flags", ", ".join(trace["flags"])),
+        ("Rated at", f"{_at(trace['rated_at'])} UTC" if trace.get("rated_at") else ""),
+    ]
+    rows = "".join(f"<tr><th>{e(k)}</th><td class='brt-trace-{e(k.split()[0].lower())}'>{e(str(v))}</td></tr>"
+                   for k, v in facts if v not in ("", None))
+    out = [f"<table class='brt-trace'>{rows}</table>"]
+    if trace.get("segments"):
+        seg_rows = "".join(
+            f"<tr><td>{e(str(sg.get('band') or 'any time'))}</td><td>{e(str(sg.get('rate_id', '')))}</td>"
+            f"<td>{e(str(sg.get('group_start', '')))}</td><td>{e(str(sg.get('increments', '')))}</td>"
+            f"<td>{e(str(sg.get('units', '')))}</td><td>{e(_money(sg.get('amount_precise'), cur))}</td></tr>"
+            for sg in trace["segments"])
+        out.append("<h4>Segments</h4><table class='brt-segments'><tr><th>Band</th><th>Rate</th><th>From unit</th>"
+                   f"<th>Increments</th><th>Units</th><th>Amount</th></tr>{seg_rows}</table>")
+    if trace.get("history"):
+        hist_rows = "".join(
+            f"<tr><td>{e(_at(h['rated_at']))}</td><td>{e(h['rating_status'] or '')}</td>"
+            f"<td>{e(_money(h['price'], cur))}</td><td>{e(h['tariff_version'] or '')}</td></tr>"
+            for h in trace["history"])
+        out.append("<h4>Earlier ratings</h4><table class='brt-history'><tr><th>Rated at (UTC)</th><th>Status</th>"
+                   f"<th>Price</th><th>Tariff version</th></tr>{hist_rows}</table>")
+    style = ("<style>.brt-trace-box{font-family:system-ui,sans-serif;font-size:14px} .brt-trace-box table"
+             "{border-collapse:collapse;margin:4px 0 10px} .brt-trace-box th,.brt-trace-box td{text-align:left;"
+             "padding:3px 10px;border-bottom:1px solid #e3e7ee} .brt-trace-box th{color:#5b6472;font-weight:600}"
+             "</style>")
+    return f"{style}<div class='brt-trace-box'>{''.join(out)}</div>"
+
+
+class RatingView:
+    """The unrated queue, a month's rated CDRs, one CDR's trace, and the anomalies of the last
+    7 days with a CSV export (StaffStore does every read)."""
+
+    def __init__(self, store: StaffStore, principal):
+        self.store = store
+        self.principal = principal
+        # unrated queue
+        self.unrated_offset = 0
+        self.unrated_info = pn.pane.HTML("", margin=(8, 10))
+        self.unrated_counts = _table(pd.DataFrame())
+        self.unrated_table = _table(pd.DataFrame())
+        self.unrated_table.on_click(lambda event: self._trace_of_row(self.unrated_table, event))
+        self.unrated_prev = pn.widgets.Button(label="‹ Previous", width=110)
+        self.unrated_next = pn.widgets.Button(label="Next ›", width=110)
+        self.unrated_prev.on_click(lambda _: self.show_unrated(self.unrated_offset - RATING_ROWS))
+        self.unrated_next.on_click(lambda _: self.show_unrated(self.unrated_offset + RATING_ROWS))
+        # trace lookup and rated CDRs
+        self.cdr_id = pn.widgets.TextInput(placeholder="CDR id", width=340)
+        self.lookup = pn.widgets.Button(name="Show trace", button_type="primary", width=120)
+        self.lookup.on_click(lambda _: self.show_trace(self.cdr_id.value))
+        self.trace = pn.pane.HTML("", sizing_mode="stretch_width")
+        months = store.rated_months(principal)
+        self.month = pn.widgets.Select(name="Month", options=months, value=months[0] if months else None, width=130)
+        self.status = pn.widgets.Select(name="Status", options=[_STATUS_LABEL] + [s.value for s in RatingStatus],
+                                        width=140)
+        self.month.param.watch(lambda _: self.show_rated(0), "value")
+        self.status.param.watch(lambda _: self.show_rated(0), "value")
+        self.rated_offset = 0
+        self.rated_info = pn.pane.HTML("", margin=(8, 10))
+        self.rated_table = _table(pd.DataFrame())
+        self.rated_table.on_click(lambda event: self._trace_of_row(self.rated_table, event))
+        self.rated_prev = pn.widgets.Button(label="‹ Newer", width=100)
+        self.rated_next = pn.widgets.Button(label="Older ›", width=100)
+        self.rated_prev.on_click(lambda _: self.show_rated(self.rated_offset - RATING_ROWS))
+        self.rated_next.on_click(lambda _: self.show_rated(self.rated_offset + RATING_ROWS))
+        # anomalies
+        self.anomalies_info = pn.pane.HTML("", margin=(8, 10))
+        self.anomalies_table = _table(pd.DataFrame())
+        self.export = pn.widgets.FileDownload(callback=self._anomalies_csv, label="Export CSV",
+                                              filename=f"anomalies-{dt.date.today():%Y-%m-%d}.csv",
+                                              button_type="default", width=140)
+        self.anomalies = []
+        self.show_unrated(0)
+        self.show_rated(0)
+        self.show_anomalies()
+
+    def show_unrated(self, offset: int) -> None:
+        page = self.store.unrated(self.principal, offset=max(0, offset), limit=RATING_ROWS)
+        self.unrated_offset = page.offset
+        self.unrated_counts.value = pd.DataFrame([{
+            "Status": c["status"], "Reason": c["reason"], "Calls": c["calls"],
+            "First call": _at(c["first_start_at"]), "Last call": _at(c["last_start_at"]),
+        } for c in page.counts], columns=["Status", "Reason", "Calls", "First call", "Last call"])
+        self.unrated_table.value = pd.DataFrame([{
+            "Start (UTC)": _at(r["start_at"]), "Status": r["status"], "Reason": r["reason"], "Caller": r["caller"],
+            "Callee": r["callee"], "Account": "" if r["account_id"] is None else r["account_id"],
+            "Where": f"{r['source_file']}:{r['source_line']}", "CDR id": r["cdr_id"],
+        } for r in page.rows], columns=["Start (UTC)", "Status", "Reason", "Caller", "Callee", "Account", "Where",
+                                        "CDR id"])
+        shown = (f" · {page.offset + 1}–{page.offset + len(page.rows)} shown (click a row for its trace)"
+                 if page.rows else "")
+        self.unrated_info.object = (f"<span class='brt-unrated-info' style='font-family:system-ui,sans-serif;"
+                                    f"color:#5b6472'>{page.total:,} CDRs in the unrated queue{shown}</span>")
+        self.unrated_prev.disabled = page.offset == 0
+        self.unrated_next.disabled = page.offset + page.limit >= page.total
+
+    def show_rated(self, offset: int) -> None:
+        if not self.month.value:
+            self.rated_info.object = "<span style='font-family:system-ui,sans-serif'>No rated CDR yet.</span>"
+            self.rated_prev.disabled = self.rated_next.disabled = True
+            return
+        status = None if self.status.value == _STATUS_LABEL else self.status.value
+        page = self.store.rated_cdrs(self.principal, self.month.value, offset=max(0, offset), limit=RATING_ROWS,
+                                     status=status)
+        self.rated_offset = page.offset
+        self.rated_table.value = pd.DataFrame([{
+            "Start (UTC)": _at(r["start_at"]), "Caller": r["caller"], "Callee": r["callee"],
+            "Destination": r["destination"] or "", "Band": r["band"] or "", "Units": r["billable_units"],
+            "Price": r["price"] or "", "Cost": r["cost"] or "", "Margin": r["margin"] or "",
+            "Status": r["rating_status"], "Flags": ", ".join(r["flags"]), "CDR id": r["cdr_id"],
+        } for r in page.rows], columns=["Start (UTC)", "Caller", "Callee", "Destination", "Band", "Units", "Price",
+                                        "Cost", "Margin", "Status", "Flags", "CDR id"])
+        shown = (f"CDRs {page.offset + 1}–{page.offset + len(page.rows)}{' and older' if page.has_more else ''}"
+                 if page.rows else "No CDR")
+        self.rated_info.object = (f"<span style='font-family:system-ui,sans-serif;color:#5b6472'>{shown} "
+                                  f"(click a row for its trace)</span>")
+        self.rated_prev.disabled = page.offset == 0
+        self.rated_next.disabled = not page.has_more
+
+    def _trace_of_row(self, table, event) -> None:
+        frame = table.value
+        if 0 <= event.row < len(frame):
+            row = frame.iloc[event.row]
+            self.cdr_id.value = str(row["CDR id"])
+            self.show_trace(self.cdr_id.value, month=str(row["Start (UTC)"])[:7] or None)
+
+    def show_trace(self, cdr_id: str, month: str | None = None) -> None:
+        try:
+            trace = self.store.rated_cdr(self.principal, cdr_id, month)
+        except (UserFacingError, AuthError) as exc:
+            self.trace.object = _message(str(exc), ok=False)
+            return
+        self.trace.object = render_trace(trace)
+
+    def show_anomalies(self) -> None:
+        try:
+            self.anomalies = self.store.anomalies(self.principal, days=ANOMALY_DAYS)
+        except (UserFacingError, AuthError) as exc:
+            self.anomalies = []
+            self.anomalies_info.object = _message(str(exc), ok=False)
+            return
+        self.anomalies_table.value = pd.DataFrame([{
+            "Severity": a.severity, "Kind": a.kind.replace("_", " "),
+            "Account": a.account_number or f"#{a.account_id}", "Name": a.account_name or "",
+            "From (UTC)": _at(a.window_start), "To (UTC)": _at(a.window_end), "Calls": a.calls,
+            "Minutes": str(a.minutes), "Amount": f"{format_amount(a.amount_micro)} {a.currency or ''}".strip(),
+            "Zones": ", ".join(a.zones), "Detail": a.detail,
+        } for a in self.anomalies], columns=["Severity", "Kind", "Account", "Name", "From (UTC)", "To (UTC)",
+                                             "Calls", "Minutes", "Amount", "Zones", "Detail"])
+        self.anomalies_info.object = (f"<span class='brt-anomalies-info' style='font-family:system-ui,sans-serif;"
+                                      f"color:#5b6472'>{len(self.anomalies)} "
+                                      f"{'anomaly' if len(self.anomalies) == 1 else 'anomalies'} in the last "
+                                      f"{ANOMALY_DAYS} days</span>")
+
+    def _anomalies_csv(self) -> io.BytesIO:
+        return io.BytesIO(self.store.anomalies_csv(self.principal, self.anomalies))
+
+    def panel(self):
+        return pn.Column(
+            section_title("Unrated queue"), self.unrated_info, self.unrated_counts,
+            pn.Row(self.unrated_prev, self.unrated_next), self.unrated_table,
+            section_title("CDR trace"), pn.Row(self.cdr_id, self.lookup), self.trace,
+            section_title("Rated CDRs"), pn.Row(self.month, self.status, self.rated_prev, self.rated_next,
+                                                self.rated_info),
+            self.rated_table,
+            section_title(f"Anomalies (last {ANOMALY_DAYS} days)"), pn.Row(self.anomalies_info, self.export),
+            self.anomalies_table,
+            sizing_mode="stretch_width")

@@ -14,6 +14,10 @@ functions and issues the drafts. Money rules (DESIGN.md §3):
 - **Usage.** One line per zone: the sum of ``price_micro`` of the account's ``rated`` CDRs in
   the period; ``quantity`` is the number of calls, the minutes are in the description;
   ``amount_precise`` is the exact micro sum and ``amount_minor`` it rounded ROUND_HALF_UP.
+- **Adjustments.** One line per unbilled re-rating adjustment (:mod:`bluerocktel.rating.rerate`)
+  of an earlier, already invoiced month: ``amount_precise`` is its exact micro delta (negative
+  when the calls got cheaper), ``amount_minor`` it rounded ROUND_HALF_UP (half away from zero);
+  VAT as usage.
 - **VAT.** Per rate, on the sum of the lines' ``amount_minor`` at that rate, ROUND_HALF_UP.
   Accounts outside the French VAT regime (EU reverse charge, export) are invoiced at 0 %.
 - **Totals** are integer sums: ``subtotal = Σ lines``, ``vat = Σ per-rate VAT``,
@@ -32,7 +36,7 @@ from typing import Iterable
 
 from bluerocktel.billing.periods import Period
 from bluerocktel.db.models import Account, Service
-from bluerocktel.money import D, div_half_up, from_micro, minor_digits, quantize, to_minor
+from bluerocktel.money import D, div_half_up, from_micro, from_minor, minor_digits, quantize, to_minor
 from bluerocktel.vocabulary import InvoiceLineKind, ProductKind, ServiceStatus, VatRegime
 
 PRECISE_DIGITS = 10   # decimals kept in ``amount_precise`` when the exact amount is a repeating fraction
@@ -47,6 +51,17 @@ class UsageTotal:
     calls: int
     billable_s: int
     price_micro: int
+
+
+@dataclass(frozen=True)
+class PendingAdjustment:
+    """A re-rating delta not billed yet (a ``rating_adjustments`` row)."""
+
+    adjustment_id: int
+    account_id: int
+    usage_month: str           # YYYY-MM of the re-rated calls
+    delta_micro: int           # new price - billed price; may be negative
+    calls: int                 # calls whose price changed
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,7 @@ class DraftInvoice:
     vat_minor: int
     total_minor: int
     anomalies: list[str] = field(default_factory=list)
+    adjustment_ids: list[int] = field(default_factory=list)   # billed by this invoice once issued
 
 
 _TEXT = {
@@ -95,11 +111,13 @@ _TEXT = {
         "prorata": "prorata {days}/{period_days} jours",
         "usage": "Communications {zone} : {calls} appel{s}, {minutes}",
         "other_zone": "autres",
+        "adjustment": "Régularisation des appels de {month} ({calls} appel{s})",
     },
     "en": {
         "prorata": "prorated {days}/{period_days} days",
         "usage": "Calls {zone}: {calls} call{s}, {minutes}",
         "other_zone": "other",
+        "adjustment": "Re-rating of calls of {month} ({calls} call{s})",
     },
 }
 
@@ -197,6 +215,23 @@ def build_usage_lines(account: Account, usage: Iterable[UsageTotal], vat_rate: D
     return lines
 
 
+def build_adjustment_lines(account: Account, adjustments: Iterable[PendingAdjustment], vat_rate: Decimal,
+                           language: str = "fr") -> list[DraftLine]:
+    """One line per re-rating adjustment, oldest usage month first (then adjustment id)."""
+    text = _text(language)
+    rate = vat_rate_for(account, vat_rate)
+    lines = []
+    for adjustment in sorted(adjustments, key=lambda a: (a.usage_month, a.adjustment_id)):
+        amount = from_micro(adjustment.delta_micro)
+        description = text["adjustment"].format(month=adjustment.usage_month, calls=adjustment.calls,
+                                                s="s" if adjustment.calls > 1 else "")
+        lines.append(DraftLine(
+            kind=InvoiceLineKind.ADJUSTMENT, description=description[:300], quantity=Decimal(adjustment.calls),
+            unit="call", unit_price_precise=None, amount_precise=amount,
+            amount_minor=to_minor(amount, account.currency, ROUND_HALF_UP), vat_rate=rate))
+    return lines
+
+
 def compute_vat(amounts: Iterable[tuple[Decimal, int]]) -> list[VatAmount]:
     """VAT per rate from ``(vat_rate, amount_minor)`` pairs: ``Σ amount_minor × rate``, ROUND_HALF_UP.
 
@@ -211,16 +246,24 @@ def compute_vat(amounts: Iterable[tuple[Decimal, int]]) -> list[VatAmount]:
 
 def build_draft_invoice(account: Account, services: Iterable[Service], usage: Iterable[UsageTotal],
                         period: Period, default_vat_rate: Decimal,
-                        anomalies: Iterable[str] = ()) -> DraftInvoice:
-    """The draft invoice of ``account`` for ``period``: subscriptions first, then usage by zone."""
+                        anomalies: Iterable[str] = (), adjustments: Iterable[PendingAdjustment] = ()
+                        ) -> DraftInvoice:
+    """The draft invoice of ``account`` for ``period``: subscriptions first, then usage by zone,
+    then re-rating adjustments of earlier months."""
     language = account.language or "fr"
+    adjustments = list(adjustments)
     sub_lines, sub_anomalies = build_subscription_lines(account, services, period, default_vat_rate, language)
-    lines = sub_lines + build_usage_lines(account, usage, default_vat_rate, language)
+    lines = (sub_lines + build_usage_lines(account, usage, default_vat_rate, language)
+             + build_adjustment_lines(account, adjustments, default_vat_rate, language))
     vat = compute_vat((line.vat_rate, line.amount_minor) for line in lines)
     subtotal = sum(line.amount_minor for line in lines)
     vat_minor = sum(v.vat_minor for v in vat)
+    anomalies = list(anomalies) + sub_anomalies
+    if subtotal + vat_minor < 0:
+        anomalies.append(f"total {from_minor(subtotal + vat_minor, account.currency)} {account.currency} is negative: "
+                         f"re-rating adjustments exceed the charges of the period")
     return DraftInvoice(
         account_id=account.id, account_number=account.number, account_name=account.name,
         brand_id=account.brand_id, currency=account.currency, period_start=period.period_start,
         period_end=period.period_end, lines=lines, vat=vat, subtotal_minor=subtotal, vat_minor=vat_minor,
-        total_minor=subtotal + vat_minor, anomalies=list(anomalies) + sub_anomalies)
+        total_minor=subtotal + vat_minor, anomalies=anomalies, adjustment_ids=[a.adjustment_id for a in adjustments])

@@ -12,6 +12,8 @@
 
 A dry run computes and reports but issues and renders nothing. An account already invoiced for
 the period is skipped (unique ``account + period_start + kind``), so a run can be repeated.
+Re-rating adjustments of earlier months not billed yet become ``adjustment`` lines; issuing the
+invoice marks them billed (``invoice_id``) in the same transaction.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from bluerocktel.audit import record_audit
 from bluerocktel.billing.charges import DraftInvoice, active_days, build_draft_invoice
 from bluerocktel.billing.numbering import allocate_invoice_number
 from bluerocktel.billing.periods import Period, parse_period
-from bluerocktel.billing.usage import PeriodUsage, read_period_usage
-from bluerocktel.db.models import Account, BillingRun, Brand, Invoice, InvoiceLine, Service, utcnow
+from bluerocktel.billing.usage import PeriodUsage, read_period_usage, read_unbilled_adjustments
+from bluerocktel.db.models import (Account, BillingRun, Brand, Invoice, InvoiceLine, RatingAdjustment, Service,
+                                   utcnow)
 from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.money import D
 from bluerocktel.rating import rate_pending
@@ -150,6 +153,7 @@ def build_drafts(ctx: RunContext) -> list[DraftInvoice]:
         if ctx.brand_id is not None:
             query = query.where(Account.brand_id == ctx.brand_id)
         accounts = s.scalars(query).all()
+        adjustments = read_unbilled_adjustments(s, ctx.period)
         for account in accounts:
             account_usage = rated.pop(account.id, [])
             anomalies = []
@@ -163,7 +167,7 @@ def build_drafts(ctx: RunContext) -> list[DraftInvoice]:
                                            f"not billed"))
                 account_usage = []
             draft = build_draft_invoice(account, account.services, account_usage, ctx.period, default_vat,
-                                        anomalies)
+                                        anomalies, adjustments.pop(account.id, []))
             if draft.lines:
                 drafts.append(draft)
             issues.extend(BillingIssue(account.number, account.name, a) for a in draft.anomalies
@@ -205,6 +209,10 @@ class _AlreadyInvoiced(Exception):
     """Internal: roll back an issuing transaction whose account is invoiced already."""
 
 
+class _AdjustmentsBilled(Exception):
+    """Internal: roll back an issuing transaction whose adjustments another run billed meanwhile."""
+
+
 def issue_invoices(ctx: RunContext, drafts: list[DraftInvoice]) -> list[str]:
     """Issue each draft in its own transaction (number, invoice, lines, audit); nothing in a dry run.
 
@@ -219,6 +227,10 @@ def issue_invoices(ctx: RunContext, drafts: list[DraftInvoice]) -> list[str]:
             number = _issue_one(ctx, draft)
         except (_AlreadyInvoiced, sa.exc.IntegrityError):
             ctx.skipped.append({"account": draft.account_number, "reason": "already invoiced for this period"})
+            continue
+        except _AdjustmentsBilled:
+            ctx.skipped.append({"account": draft.account_number,
+                                "reason": "its re-rating adjustments were billed by another run meanwhile; run again"})
             continue
         issued.append(number)
         ctx.issued_amounts.append((draft.currency, draft.subtotal_minor, draft.vat_minor, draft.total_minor))
@@ -251,6 +263,13 @@ def _issue_one(ctx: RunContext, draft: DraftInvoice) -> str:
             amount_minor=line.amount_minor, vat_rate=line.vat_rate) for i, line in enumerate(draft.lines, 1)]
         s.add(invoice)
         s.flush()
+        if draft.adjustment_ids:
+            marked = s.execute(
+                sa.update(RatingAdjustment)
+                .where(RatingAdjustment.id.in_(draft.adjustment_ids), RatingAdjustment.invoice_id.is_(None))
+                .values(invoice_id=invoice.id).execution_options(synchronize_session=False)).rowcount
+            if marked != len(draft.adjustment_ids):
+                raise _AdjustmentsBilled(draft.account_number)
         record_audit(s, ctx.actor, "invoice.issue", "invoice", invoice.id, number=number,
                      account=account.number, period=ctx.period.label, total_minor=draft.total_minor,
                      currency=draft.currency, billing_run_id=ctx.run_id)

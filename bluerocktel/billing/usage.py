@@ -1,13 +1,18 @@
-"""Rated usage of a period, read from the lake with DuckDB and totalled per account and zone."""
+"""Rated usage of a period, read from the lake with DuckDB and totalled per account and zone, and
+the re-rating adjustments of earlier months still to bill (system of record)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
 from bluerocktel import lake
-from bluerocktel.billing.charges import UsageTotal
+from bluerocktel.billing.charges import PendingAdjustment, UsageTotal
 from bluerocktel.billing.periods import Period
+from bluerocktel.db.models import RatingAdjustment
 
 
 @dataclass
@@ -58,3 +63,17 @@ def read_period_usage(lake_dir: Path, period: Period) -> PeriodUsage:
         elif status == "unrated":
             usage.unrated_calls[int(account_id)] = usage.unrated_calls.get(int(account_id), 0) + int(calls)
     return usage
+
+
+def read_unbilled_adjustments(session: Session, period: Period) -> dict[int, list[PendingAdjustment]]:
+    """Re-rating adjustments not billed yet (no ``invoice_id``) of usage months before ``period``,
+    per account id, oldest first. The cycle of ``period`` bills them."""
+    rows = session.scalars(
+        sa.select(RatingAdjustment)
+        .where(RatingAdjustment.invoice_id.is_(None), RatingAdjustment.usage_month < period.label)
+        .order_by(RatingAdjustment.account_id, RatingAdjustment.usage_month, RatingAdjustment.id))
+    by_account: dict[int, list[PendingAdjustment]] = {}
+    for row in rows:
+        by_account.setdefault(row.account_id, []).append(
+            PendingAdjustment(row.id, row.account_id, row.usage_month, int(row.delta_micro), int(row.calls)))
+    return by_account

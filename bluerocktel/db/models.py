@@ -198,6 +198,7 @@ class RateDeck(TimestampMixin, Base):
     holiday_calendar: Mapped[str | None] = mapped_column(String(8))
     rates: Mapped[list["Rate"]] = relationship(back_populates="deck")
     bands: Mapped[list["TimeBand"]] = relationship(back_populates="deck")
+    trunks: Mapped[list["CarrierTrunk"]] = relationship()
 
 
 class Rate(Base):
@@ -345,6 +346,7 @@ class Service(TimestampMixin, Base):
     account: Mapped[Account] = relationship(back_populates="services")
     product: Mapped[Product] = relationship()
     identifiers: Mapped[list["ServiceIdentifier"]] = relationship(back_populates="service")
+    bundles: Mapped[list["ServiceBundle"]] = relationship()
 
 
 class ServiceIdentifier(Base):

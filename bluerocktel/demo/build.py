@@ -13,12 +13,15 @@ from sqlalchemy.orm import selectinload
 
 from bluerocktel.audit import record_audit
 from bluerocktel.db.models import (
-    Account, AuditEntry, Brand, CdrSource, Contact, Contract, Product, Rate, RateDeck, Service, ServiceIdentifier, User,
+    Account, AuditEntry, Brand, Bundle, CarrierTrunk, CdrSource, Contact, Contract, Product, Rate, RateDeck, Service,
+    ServiceBundle, ServiceIdentifier, TimeBand, User,
 )
 from bluerocktel.demo import data
 from bluerocktel.demo.cdrs import MALFORMED_LINES, CallerLine, write_asterisk_master_csv
 from bluerocktel.errors import UserFacingError
-from bluerocktel.money import D
+from decimal import ROUND_HALF_UP
+
+from bluerocktel.money import D, quantize
 from bluerocktel.security import hash_password
 from bluerocktel.vocabulary import (
     AccountKind, ContactRole, ContractStatus, IdentifierKind, RateDeckKind, ServiceStatus,
@@ -43,6 +46,7 @@ class DemoSummary:
     services: int
     identifiers: int
     rates: int
+    bundles: int
     activated_in_period: int
     terminated_in_period: int
     users: list[tuple[str, str]] = field(default_factory=list)   # (e-mail, role)
@@ -58,7 +62,8 @@ class DemoSummary:
         lines = [
             f"demo operator for {self.period} (seed {self.seed}): brands {', '.join(self.brands)}",
             f"  {self.accounts} accounts ({self.business_accounts} business, {self.consumer_accounts} consumer), "
-            f"{self.services} services, {self.identifiers} identifiers, {self.rates} rates",
+            f"{self.services} services ({self.bundles} with a bundle), {self.identifiers} identifiers, "
+            f"{self.rates} sell rates, a carrier buy deck",
             f"  {self.activated_in_period} accounts activated and {self.terminated_in_period} terminated "
             "during the period",
         ]
@@ -118,6 +123,36 @@ def _add_months(day: dt.date, months: int) -> dt.date:
     return dt.date(day.year + y, m + 1, min(day.day, 28))
 
 
+def _sell_deck(rates_from: dt.datetime) -> RateDeck:
+    """The sell deck: a rate per prefix, plus an off-peak rate for international zones."""
+    deck = RateDeck(code=data.SELL_DECK[0], name=data.SELL_DECK[1], kind=RateDeckKind.SELL.value, currency="EUR",
+                    holiday_calendar="FR")
+    deck.bands = [TimeBand(name=name, days=days, start_minute=start, end_minute=end, priority=priority)
+                  for name, days, start, end, priority in data.SELL_BANDS]
+    deck.rates = []
+    for prefix, dest, zone, price, fee, first, nxt in data.RATES:
+        common = dict(prefix=prefix, destination=dest, zone=zone, connection_fee=D(fee), first_increment=first,
+                      next_increment=nxt, valid_from=rates_from)
+        deck.rates.append(Rate(**common, price=D(price)))
+        if zone in data.OFFPEAK_ZONES:
+            offpeak = quantize(D(price) * D(data.OFFPEAK_FACTOR), 4, ROUND_HALF_UP)
+            deck.rates.append(Rate(**common, band="offpeak", price=offpeak))
+    return deck
+
+
+def _buy_deck(rates_from: dt.datetime) -> RateDeck:
+    """The carrier's deck (what calls cost us) and the trunk calls leave through."""
+    deck = RateDeck(code=data.BUY_DECK[0], name=data.BUY_DECK[1], kind=RateDeckKind.BUY.value, currency="EUR")
+    deck.rates = [Rate(prefix=prefix, destination=dest, zone=zone, first_increment=1, next_increment=1,
+                       valid_from=rates_from,
+                       price=D(data.BUY_OVERRIDES[prefix]) if prefix in data.BUY_OVERRIDES
+                       else quantize(D(price) * D(data.BUY_PRICE_SHARE), 4, ROUND_HALF_UP))
+                  for prefix, dest, zone, price, _fee, _first, _nxt in data.RATES]
+    name, trunk = data.CARRIER_TRUNK
+    deck.trunks = [CarrierTrunk(name=name, trunk=trunk, valid_from=rates_from)]
+    return deck
+
+
 def find_demo(session) -> dict | None:
     """The details of a previous :func:`build_demo` in this data dir, or None."""
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == DEMO_AUDIT_ACTION)
@@ -153,12 +188,14 @@ def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None 
         products = {code: Product(code=code, name=name, kind=kind, price=D(price), vat_rate=D("0.20"))
                     for code, name, kind, price in data.PRODUCTS}
         s.add_all(products.values())
-        deck = RateDeck(code=data.SELL_DECK[0], name=data.SELL_DECK[1], kind=RateDeckKind.SELL.value, currency="EUR")
         rates_from = _utc_midnight(dt.date(p_start.year - 1, 1, 1))
-        deck.rates = [Rate(prefix=prefix, destination=dest, zone=zone, price=D(price),
-                           connection_fee=D(fee), first_increment=first, next_increment=nxt, valid_from=rates_from)
-                      for prefix, dest, zone, price, fee, first, nxt in data.RATES]
+        deck = _sell_deck(rates_from)
         s.add(deck)
+        s.add(_buy_deck(rates_from))
+        bundles = {code: Bundle(code=code, name=name, call_type=call_type, zones=zones, allowance=allowance,
+                                fair_use_cap=cap)
+                   for code, name, call_type, zones, allowance, cap in data.BUNDLES}
+        s.add_all(bundles.values())
         s.add(CdrSource(name=DEMO_SOURCE, format="asterisk-csv", url=None, country="FR",
                         timezone="Europe/Paris", options={"note": "demo Asterisk PBX platform"}))
         for role, local, name in data.STAFF:
@@ -167,7 +204,7 @@ def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None 
             users.append((email, role))
         s.flush()
 
-        counts = dict(business=0, consumer=0, services=0, identifiers=0, activated=0, terminated=0)
+        counts = dict(business=0, consumer=0, services=0, identifiers=0, bundles=0, activated=0, terminated=0)
         used_blocks: set[str] = set()
 
         def number_block(zone: str) -> str:
@@ -237,6 +274,11 @@ def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None 
                 svc.identifiers = [ServiceIdentifier(kind=k.value, value=v, valid_from=_utc_midnight(start),
                                                      valid_to=_utc_midnight(end) if end else None)
                                    for k, v in idents]
+                bundle = data.BUNDLE_FOR_PRODUCT.get(code)
+                if bundle and (code != "SIP-CH" or quantity >= data.SIP_BUNDLE_MIN_CHANNELS):
+                    svc.bundles = [ServiceBundle(bundle=bundles[bundle], valid_from=_utc_midnight(start),
+                                                 valid_to=_utc_midnight(end) if end else None)]
+                    counts["bundles"] += 1
                 s.add(svc)
                 counts["services"] += 1
                 counts["identifiers"] += len(idents)
@@ -280,7 +322,8 @@ def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None 
         summary = DemoSummary(
             period=period, seed=seed, brands=[b.name for b in brands], accounts=accounts,
             business_accounts=counts["business"], consumer_accounts=counts["consumer"],
-            services=counts["services"], identifiers=counts["identifiers"], rates=len(data.RATES),
+            services=counts["services"], identifiers=counts["identifiers"], rates=len(deck.rates),
+            bundles=counts["bundles"],
             activated_in_period=counts["activated"], terminated_in_period=counts["terminated"], users=users)
         record_audit(s, actor, DEMO_AUDIT_ACTION, "demo", None, **{k: v for k, v in summary.as_dict().items()
                                                                     if k not in ("users", "password")})

@@ -106,6 +106,33 @@ RATES = [
     ("2169", "Tunisie mobile", "maghreb_mobile", "0.4800", "0.1000", 60, 60),
 ]
 
+# Evenings, nights, weekends and French public holidays are off-peak for international calls:
+# (band, days, start minute, end minute, priority); the deck's holiday calendar is FR.
+SELL_BANDS = [
+    ("offpeak", "mon,tue,wed,thu,fri", 0, 8 * 60, 1),
+    ("offpeak", "mon,tue,wed,thu,fri", 19 * 60, 24 * 60, 1),
+    ("offpeak", "sat,sun,hol", 0, 24 * 60, 2),
+]
+OFFPEAK_ZONES = {"europe_fixed", "europe_mobile", "uk", "uk_mobile", "north_america", "maghreb", "maghreb_mobile"}
+OFFPEAK_FACTOR = "0.8"          # off-peak price = peak price x 0.8 (rounded half-up at 4 decimals)
+
+# The wholesale carrier every call leaves through (Asterisk dstchannel PJSIP/operator-out-…):
+# what each destination costs us, per minute, 1/1 increments. Moroccan mobiles cost more than we
+# sell them for (termination rates went up): those calls are flagged with a negative margin.
+BUY_DECK = ("OPE-WHOLESALE", "Opérateur de transit — tarif d'achat")
+CARRIER_TRUNK = ("Opérateur de transit", "PJSIP/operator-out")
+BUY_PRICE_SHARE = "0.6"         # cost = sell price x 0.6 (half-up, 4 decimals) ...
+BUY_OVERRIDES = {"2126": "0.4700", "2127": "0.4700"}   # ... except these
+
+# Bundles: (code, name, call type, zones, allowance in seconds or None, fair-use cap in seconds)
+BUNDLES = [
+    ("MOB-1000", "1 000 minutes vers les mobiles français", "voice", ["national_mobile"], 1000 * 60, None),
+    ("FIXE-ILLIMITE", "Appels illimités vers les fixes français (usage raisonnable 10 000 min)", "voice",
+     ["national_fixed"], None, 10_000 * 60),
+]
+BUNDLE_FOR_PRODUCT = {"SIP-CH": "MOB-1000", "3CX-PRO": "MOB-1000", "BOX-FIBRE": "FIXE-ILLIMITE"}
+SIP_BUNDLE_MIN_CHANNELS = 10    # SIP trunks get MOB-1000 from this many channels up
+
 # city, postcode, French geographic zone digit (01 Paris … 05 South-West)
 CITIES = [
     ("Paris", "75008", "1"), ("Paris", "75011", "1"), ("Paris", "75015", "1"), ("Boulogne-Billancourt", "92100", "1"),

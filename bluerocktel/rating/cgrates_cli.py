@@ -1,15 +1,23 @@
-"""``bluerocktel rating quote``: price one call or usage with a CGRateS tariff plan, with its trace.
+"""``bluerocktel rating quote`` and ``bluerocktel rating import-cgrates``.
 
 Wiring (in ``bluerocktel/cli.py``)::
 
     rating = sub.add_parser("rating", help="rating plans and quotes").add_subparsers(
         dest="rating_command", required=True)
     add_rating_quote_parser(rating, common)
+    add_rating_import_cgrates_parser(rating, common)
 
-For now the plan is read from ``--cgrates-dir DIR`` (a CGRateS tariff plan folder); quoting from
-the system of record comes with the DB import. ``--duration`` is seconds for calls and units for
-SMS/data categories (see :mod:`bluerocktel.rating.cgrates`). The exit status is 0 when rated,
-1 when unrated (the JSON then has ``"price": null`` and a ``reason``), 2 on a refused request.
+``rating quote`` prices one call or usage and prints the price and its trace (``--json``: a
+JSON object with a ``price`` field). With ``--cgrates-dir DIR`` it reads a CGRateS tariff plan
+folder and prices the way CGRateS does (:mod:`bluerocktel.rating.cgrates`); without, it quotes
+from the system of record through the rating kernel (:mod:`bluerocktel.rating.quote`): ``--plan
+CODE`` (a deck code, or an imported CGRateS RatingPlan id) or ``--tenant/--category/--subject``
+(the rating profiles). ``--duration`` is seconds for calls and units for SMS/data categories.
+The exit status is 0 when priced (rated, or free for a zero duration), 1 when unrated (the
+JSON then has ``"price": null`` and a ``reason``), 2 on a refused request.
+
+``rating import-cgrates DIR`` imports a CGRateS tariff plan folder into the system of record
+(:mod:`bluerocktel.rating.cgrates_import`); exit 0, or 2 when refused (every problem listed).
 """
 
 from __future__ import annotations
@@ -24,11 +32,13 @@ from bluerocktel.errors import UserFacingError
 
 def add_rating_quote_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "quote", parents=[common], help="price one call/usage with a CGRateS tariff plan and print the trace",
-        description="Price one call or usage the way CGRateS does; --plan P, or --tenant/--category/--subject "
-                    "to go through the rating profiles.")
-    p.add_argument("--cgrates-dir", required=True, help="a CGRateS tariff plan folder (Rates.csv, ...)")
-    p.add_argument("--plan", default=None, help="price with this RatingPlan directly")
+        "quote", parents=[common], help="price one call/usage and print the price and its trace",
+        description="Price one call or usage: --plan P, or --tenant/--category/--subject to go through the "
+                    "rating profiles. With --cgrates-dir, the way CGRateS does from its tariff plan folder; "
+                    "without, from the system of record through the rating kernel.")
+    p.add_argument("--cgrates-dir", default=None,
+                   help="a CGRateS tariff plan folder (Rates.csv, ...); without it, quote from the system of record")
+    p.add_argument("--plan", default=None, help="price with this RatingPlan (or deck code) directly")
     p.add_argument("--tenant", default=None)
     p.add_argument("--category", default=None, help="e.g. call, sms, data")
     p.add_argument("--subject", default=None)
@@ -36,7 +46,8 @@ def add_rating_quote_parser(subparsers, common: argparse.ArgumentParser) -> argp
     p.add_argument("--start", required=True, help="ISO 8601 start with a time zone, e.g. 2019-03-11T09:00:00Z")
     p.add_argument("--duration", required=True, type=int, help="seconds (calls) or units (SMS, data)")
     p.add_argument("--tor", default=None, help="*voice, *data, *sms, ... (default: from the category)")
-    p.add_argument("--timing-tz", default="UTC", help="time zone the Timings are evaluated in (default UTC)")
+    p.add_argument("--timing-tz", default="UTC",
+                   help="time zone the Timings / time bands are evaluated in (default UTC)")
     p.set_defaults(func=cmd_rating_quote)
     return p
 
@@ -83,11 +94,13 @@ def describe_quote(q) -> str:
 
 
 def cmd_rating_quote(args) -> int:
-    from bluerocktel.rating.cgrates import quote, read_tariff_plan
-
     if args.plan is None and not (args.tenant and args.category and args.subject):
         raise UserFacingError("give --plan P, or --tenant, --category and --subject")
     start = _parse_start(args.start)
+    if args.cgrates_dir is None:
+        return _quote_from_model(args, start)
+    from bluerocktel.rating.cgrates import quote, read_tariff_plan
+
     tz = _timing_tz(args.timing_tz)
     plan = read_tariff_plan(Path(args.cgrates_dir))
     q = quote(plan, tenant=args.tenant, category=args.category, subject=args.subject, destination=args.to,
@@ -97,3 +110,69 @@ def cmd_rating_quote(args) -> int:
     else:
         print(describe_quote(q))
     return 0 if q.status == "rated" else 1
+
+
+def _quote_from_model(args, start: datetime) -> int:
+    from bluerocktel.rating.quote import describe_quote as describe_model_quote
+    from bluerocktel.rating.quote import quote_call
+    from bluerocktel.workbench import Workbench
+
+    _timing_tz(args.timing_tz)                       # same refusal text for a bad zone
+    timezone_name = "UTC" if args.timing_tz.upper() in ("UTC", "Z") else args.timing_tz
+    wb = Workbench.open(getattr(args, "data_dir", None))
+    try:
+        result = quote_call(wb, plan=args.plan, tenant=args.tenant, category=args.category, subject=args.subject,
+                            to=args.to, start=start, duration=args.duration, timezone=timezone_name,
+                            call_type=args.tor)
+    finally:
+        wb.close()
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2))
+    else:
+        print(describe_model_quote(result))
+    return 1 if result["status"] == "unrated" else 0
+
+
+def add_rating_import_cgrates_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "import-cgrates", parents=[common], help="import a CGRateS tariff plan folder into the rating model",
+        description="Read a CGRateS tariff plan folder (Destinations, Timings, Rates, DestinationRates, "
+                    "RatingPlans, RatingProfiles CSVs) and write its rating plans as sell decks (cgrates "
+                    "rounding profile), rates, time bands and rating profiles. Re-importing the same folder "
+                    "changes nothing.")
+    p.add_argument("folder", metavar="DIR", help="the tariff plan folder")
+    p.add_argument("--prefix", default="", help="put this before every deck code (e.g. CGR_)")
+    p.add_argument("--skip-unsupported", action="store_true",
+                   help="import what our model can express and list the rest, instead of refusing the import")
+    p.add_argument("--effective", default=None,
+                   help="ISO instant from which changed rates of a re-import apply (default: now)")
+    p.add_argument("--currency", default="EUR", help="currency of new decks (CGRateS plans do not say)")
+    p.set_defaults(func=cmd_rating_import_cgrates)
+    return p
+
+
+def cmd_rating_import_cgrates(args) -> int:
+    from bluerocktel.rating.cgrates_import import import_cgrates
+    from bluerocktel.workbench import Workbench
+
+    effective = None
+    if args.effective:
+        try:
+            effective = datetime.fromisoformat(args.effective.strip())
+        except ValueError:
+            raise UserFacingError(f"--effective {args.effective!r} is not an ISO 8601 time") from None
+        if effective.tzinfo is None:
+            raise UserFacingError(f"--effective {args.effective!r} has no time zone: add Z or an offset")
+    wb = Workbench.open(args.data_dir)
+    try:
+        with wb.db.transaction() as session:
+            summary = import_cgrates(session, Path(args.folder), actor="cli", prefix=args.prefix,
+                                     skip_unsupported=args.skip_unsupported, effective_at=effective,
+                                     currency=args.currency)
+    finally:
+        wb.close()
+    if getattr(args, "json", False):
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        print(summary.describe())
+    return 0

@@ -1,226 +1,1056 @@
-"""The rating kernel: set-based DuckDB queries from (CDR batch, tariff tables) to rated CDRs.
+"""The rating kernel: set-based queries from (CDR batch, tariff tables) to rated CDRs.
 
-:func:`rate_batch` is a pure function of its Arrow inputs (DESIGN.md §2), so the same kernel
-rates a month on one machine or a partition on a Dask worker. There is no per-row Python: the
-small tariff tables are ranked once, one query picks an identifier and a rate for every CDR
-and prices the call, and Arrow ``take`` attaches the picked rows' columns as per-call traces.
+:func:`price_batch` and :func:`rate_batch` are pure functions of their Arrow inputs (DESIGN.md
+§2), so the same kernel rates a month on one machine or a partition on a Dask worker. There is
+no per-CDR Python: the small tariff tables are prepared once per :class:`Tariffs` object
+(:func:`prepare`); then DuckDB joins the batch with the identifiers and carrier trunks, numpy
+gathers and binary searches over the prepared arrays pick rates and bands for all CDRs at
+once, DuckDB prices them in integer arithmetic (one projection for most calls; grouped
+intervals and calls crossing a band boundary in their own, smaller queries), and Arrow
+``take`` attaches the picked rows' columns as per-call traces.
 
 Who pays
-    Each CDR is resolved to a service through :data:`IDENTIFIER_SCHEMA` rows valid at the
-    call start (``valid_from <= start_at < valid_to``, a null ``valid_to`` is open). Kinds, in
-    priority order: ``account_code`` (equals ``cdr.account_code``, any direction), ``number``
-    (equals ``cdr.caller``, outbound calls), ``did`` (equals ``cdr.callee``, inbound calls),
-    ``trunk`` (a prefix of ``cdr.channel``; the longest wins). Ties go to the lowest
-    identifier id. The service gives the account and the (sell) rate deck.
+    Each CDR is resolved to a service through identifier rows valid at the call start
+    (``valid_from <= start_at < valid_to``, a null ``valid_to`` is open). Kinds, in priority
+    order: ``account_code`` (equals ``cdr.account_code``, any direction), ``number`` (equals
+    ``cdr.caller``, outbound calls), ``did`` (equals ``cdr.callee``, inbound calls), ``trunk``
+    (a prefix of ``cdr.channel``; the longest wins). Ties go to the lowest identifier id. The
+    service gives the account, the plan (sell) deck and the account's time zone. None:
+    ``unassigned``.
+
+Billable
+    Outbound answered calls with a quantity > 0: ``billsec_s`` for voice, ``units`` for sms
+    (messages) and data (bytes); an unknown call type is billable on either (and ``unrated``:
+    no rate has its type). Others are ``free`` (price 0).
 
 Which rate
-    The callee's E.164 digits (``+`` removed; a callee not starting with ``+`` matches no
-    rate) are expanded into their candidate prefixes, one per prefix length present in the
-    rate table, and equi-joined with the deck's prefixes. Among the rates of the service's
-    deck with ``valid_from <= start_at``, the longest prefix wins, then the newest version.
-    A prefix whose first version starts after the call does not exist yet for that call.
+    The callee's E.164 digits (``+`` removed, up to the first non-digit, at most 18; a callee
+    without ``+`` only matches the prefix ``''``) are looked up in a sorted interval index of
+    the CDR's deck chain and call type (see "Longest-prefix matching" below). Among rates of the
+    CDR's call type in force at the call start (``valid_from <= start_at < valid_to``), the
+    plan deck wins over its fallback decks (in chain order), then the longest prefix, then the
+    newest ``valid_from``. That picks a destination *version* (deck, call type, prefix,
+    valid_from): all its rows (bands × grouped intervals). No match: ``unrated``.
 
-Price
-    Only answered outbound calls with ``billsec_s > 0`` are billable. With first increment
-    ``f`` and next increment ``n``: ``billable_s = f`` if ``billsec_s <= f``, else
-    ``f + ceil((billsec_s - f) / n) * n``; ``price_micro = connection_fee_micro +
-    round_half_up(price_per_minute_micro * billable_s / 60)``, all in BIGINT arithmetic
-    (``(x + 30) // 60``; never DOUBLE).
+Increments and bands
+    The version's rows of the band in force when the call is answered (evaluated in the
+    account's zone, :mod:`bluerocktel.rating.bands`; ``''`` rows when that band has none) give
+    the call's structure: groups ``s_0 = 0 < s_1 < ...`` (``group_start``) and their first/next
+    increments. Group ``g`` bills ``u_g = clamp(q, s_g, s_{g+1}) - s_g`` units as
+    ``b_0 = first + ceil((u_0 - first) / inc_0) * inc_0`` (at least ``first``; 0 when
+    ``u_0 = 0``) and ``b_g = ceil(u_g / inc_g) * inc_g``; ``billable_units = sum(b_g)``.
+    Increments of group ``g`` start at ``s_g`` (after the first increment for ``g = 0``);
+    each is priced by the band in force at its start instant (``answer_at + offset`` seconds;
+    sms and data have no duration: all their increments are at ``answer_at``), with that
+    band's row for the group (its row with the greatest ``group_start <= s_g``, or the ``''``
+    rows when the band has none; neither: ``unrated``, "no rate for band B"). Most calls lie
+    within one band interval and are priced in one pass; only calls crossing a boundary are
+    cut into segments.
 
-Status (first that applies)
-    ``unassigned`` no service (price and billable_s null); ``free`` not billable: unanswered,
-    0 s, inbound or internal (billable_s 0, price 0; inbound and internal calls are not
-    charged per call in this version); ``unrated`` billable but no rate (price null, never
-    free); ``rated``.
+Amount
+    ``connection_fee + sum(price * size / unit_size)`` over the increments, exact in integer
+    arithmetic (BIGINT when the batch's largest amounts cannot overflow it, else HUGEINT;
+    never DOUBLE); ``unrounded_pico`` = that amount in 1e-12, half-up. With the deck's
+    ``increment_rounding_method`` the cost of one increment is rounded first (to
+    ``increment_rounding_decimals``) and multiplied by the increment count; then the total is
+    rounded with ``rounding_method`` at ``rounding_decimals`` (up = ceiling, half_up, down =
+    floor). Then the first increment's row applies its minimum charge (``0 < price < min``)
+    and its maximum cost (``cap``: charge the maximum; ``disconnect``: flag only).
+
+Cost
+    The carrier trunk whose ``trunk`` is the longest prefix of ``dst_channel`` (valid at the
+    start) gives a buy deck, priced by the same steps (account zone for bands): ``cost_micro``,
+    ``margin_micro = price - cost``; flags ``no_cost`` (billable, no buy price) and
+    ``negative_margin``.
+
+Status (first that applies): ``unassigned`` (no service; nulls), ``free`` (not billable:
+billable units 0, price 0), ``unrated`` (billable, no rate: price and billable units null,
+never free, ``rating_reason`` says why), ``rated``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import weakref
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bluerocktel.lake import CDR_SCHEMA, RATED_SCHEMA, UTC_TS
-from bluerocktel.vocabulary import CallDirection, Disposition, IdentifierKind, RatingStatus
+from bluerocktel.rating.bands import band_intervals
+from bluerocktel.rating.tariffs import (
+    BAND_SCHEMA,
+    DECK_SCHEMA,
+    IDENTIFIER_SCHEMA,
+    MAX_PREFIX_DIGITS,
+    RATE_SCHEMA,
+    SERVICE_BUNDLE_SCHEMA,
+    TRUNK_SCHEMA,
+    Tariffs,
+)
+from bluerocktel.vocabulary import (
+    CallDirection,
+    CallType,
+    Disposition,
+    IdentifierKind,
+    MaxCostAction,
+    RatingFlag,
+    RatingStatus,
+    RoundingMethod,
+)
 
-# Service identifiers joined with their service: who pays for a CDR.
-IDENTIFIER_SCHEMA = pa.schema([
-    ("identifier_id", pa.int64()),
-    ("service_id", pa.int64()),
-    ("account_id", pa.int64()),
-    ("rate_deck_id", pa.int64()),
-    ("kind", pa.string()),
-    ("value", pa.string()),
-    ("valid_from", UTC_TS),
-    ("valid_to", UTC_TS),
-])
+__all__ = ["IDENTIFIER_SCHEMA", "RATE_SCHEMA", "prepare", "price_batch", "rate_batch"]
 
-# Rate versions with prices in integer micro units per minute / per call.
-RATE_SCHEMA = pa.schema([
-    ("rate_id", pa.int64()),
-    ("deck_id", pa.int64()),
-    ("prefix", pa.string()),
-    ("destination", pa.string()),
-    ("zone", pa.string()),
-    ("price_per_minute_micro", pa.int64()),
-    ("connection_fee_micro", pa.int64()),
-    ("first_increment_s", pa.int32()),
-    ("next_increment_s", pa.int32()),
-    ("valid_from", UTC_TS),
-])
-
-_CDRS, _IDS, _RATES = "_rating_cdrs", "_rating_identifiers", "_rating_rates"
-_RANKED_IDS, _RANKED_RATES = "_rating_ranked_identifiers", "_rating_ranked_rates"
 # vocabulary values spelled into the SQL
 _OUT, _IN, _ANSWERED = CallDirection.OUT.value, CallDirection.IN.value, Disposition.ANSWERED.value
 _ACCOUNT_CODE, _NUMBER, _DID, _TRUNK = (k.value for k in (IdentifierKind.ACCOUNT_CODE, IdentifierKind.NUMBER,
                                                           IdentifierKind.DID, IdentifierKind.TRUNK))
-_RATED, _UNRATED, _UNASSIGNED, _FREE = (s.value for s in (RatingStatus.RATED, RatingStatus.UNRATED,
-                                                          RatingStatus.UNASSIGNED, RatingStatus.FREE))
+_CALL_TYPES = [CallType.VOICE.value, CallType.SMS.value, CallType.DATA.value]   # codes 0, 1, 2 (0 = timed)
+_METHOD_CODES = {RoundingMethod.DOWN.value: 0, RoundingMethod.HALF_UP.value: 1, RoundingMethod.UP.value: 2}
+_CAP, _DISCONNECT = MaxCostAction.CAP.value, MaxCostAction.DISCONNECT.value
+_NO_END_US = 2 ** 62                       # "valid forever" in µs comparisons
+_FLAG_BITS = {flag: 1 << i for i, flag in enumerate(RatingFlag)}
+_FLAG_STRINGS = pa.array([",".join(f.value for f in RatingFlag if mask & _FLAG_BITS[f])
+                          for mask in range(1 << len(RatingFlag))], pa.string())
 
-_VALID_AT_START = "i.valid_from <= k.start_at AND (i.valid_to IS NULL OR k.start_at < i.valid_to)"
-
-# Identifiers in order of precedence (kind, then the longer trunk prefix, then the lowest id);
-# ``pick`` is the 0-based position in that order, so that the main query only needs min(pick).
-_RANK_IDENTIFIERS_SQL = f"""
-SELECT *, row_number() OVER (ORDER BY priority, key_len DESC, identifier_id) - 1 AS pick
-FROM (SELECT *, CASE kind WHEN '{_ACCOUNT_CODE}' THEN 1 WHEN '{_NUMBER}' THEN 2
-                          WHEN '{_DID}' THEN 3 WHEN '{_TRUNK}' THEN 4 END AS priority,
-                CASE kind WHEN '{_TRUNK}' THEN length(value) ELSE 0 END AS key_len
-      FROM {_IDS})
-WHERE priority IS NOT NULL
-ORDER BY pick
-"""
-
-# Rate versions in increasing order of preference (shorter prefix, then older version);
-# ``pick`` is the 0-based position, so that the main query only needs max(pick).
-_RANK_RATES_SQL = f"""
-SELECT *, row_number() OVER (ORDER BY length(prefix), valid_from, rate_id) - 1 AS pick
-FROM {_RATES}
-ORDER BY pick
-"""
-
-# One row per CDR (``rid`` is its row number in the batch, in any order): the picked identifier
-# and rate (positions in the ranked tables above), billable seconds, price and status.
-_RATE_SQL = f"""
-WITH
-c AS (
-    SELECT rid, start_at, billsec_s, caller, callee, account_code, channel, direction,
-           direction = '{_OUT}' AND disposition = '{_ANSWERED}' AND coalesce(billsec_s, 0) > 0 AS billable,
-           CASE WHEN starts_with(callee, '+') THEN substr(callee, 2) END AS digits   -- E.164 only
-    FROM {_CDRS}
-),
-trunk_lengths AS (SELECT DISTINCT key_len AS n FROM {_RANKED_IDS} WHERE kind = '{_TRUNK}'),
-keys AS (
-    SELECT rid, start_at, '{_ACCOUNT_CODE}' AS kind, account_code AS key FROM c WHERE account_code <> ''
-    UNION ALL SELECT rid, start_at, '{_NUMBER}', caller FROM c WHERE direction = '{_OUT}'
-    UNION ALL SELECT rid, start_at, '{_DID}', callee FROM c WHERE direction = '{_IN}'
-    UNION ALL SELECT rid, start_at, '{_TRUNK}', left(channel, t.n) FROM c CROSS JOIN trunk_lengths t
-),
-who AS (
-    SELECT k.rid, min(i.pick) AS ident_pick
-    FROM keys k JOIN {_RANKED_IDS} i ON i.kind = k.kind AND i.value = k.key
-    WHERE {_VALID_AT_START}
-    GROUP BY k.rid
-),
-prefix_lengths AS (SELECT DISTINCT length(prefix) AS n FROM {_RANKED_RATES}),
--- each CDR with the service's identifier and deck (null when no identifier matched)
-assigned AS (
-    SELECT c.*, who.ident_pick, i.rate_deck_id AS deck_id
-    FROM c LEFT JOIN who USING (rid) LEFT JOIN {_RANKED_IDS} i ON i.pick = who.ident_pick
-),
--- every prefix of the callee's digits whose length is used in a deck (DESIGN.md §2); when a
--- length exceeds the number, left() returns the whole number again, which changes no result
-candidates AS (
-    SELECT a.rid, a.start_at, a.billsec_s, a.deck_id, left(a.digits, l.n) AS prefix
-    FROM assigned a CROSS JOIN prefix_lengths l
-    WHERE a.billable AND a.digits IS NOT NULL AND a.deck_id IS NOT NULL
-),
-best AS (
-    SELECT k.rid, k.billsec_s, max(r.pick) AS rate_pick
-    FROM candidates k JOIN {_RANKED_RATES} r ON r.deck_id = k.deck_id AND r.prefix = k.prefix
-    WHERE r.valid_from <= k.start_at
-    GROUP BY k.rid, k.billsec_s
-),
-priced AS (
-    SELECT best.rid, best.rate_pick, r.connection_fee_micro, r.price_per_minute_micro,
-           CASE WHEN best.billsec_s <= r.first_increment_s THEN r.first_increment_s
-                ELSE r.first_increment_s
-                     + (best.billsec_s - r.first_increment_s + r.next_increment_s - 1)
-                       // r.next_increment_s * r.next_increment_s
-           END AS billable_s
-    FROM best JOIN {_RANKED_RATES} r ON r.pick = best.rate_pick
-)
-SELECT a.rid, a.ident_pick, p.rate_pick,
-       CAST(CASE WHEN a.ident_pick IS NULL THEN NULL
-                 WHEN NOT a.billable THEN 0
-                 ELSE p.billable_s END AS INTEGER) AS billable_s,
-       CASE WHEN a.ident_pick IS NULL THEN NULL
-            WHEN NOT a.billable THEN CAST(0 AS BIGINT)
-            ELSE p.connection_fee_micro + (p.price_per_minute_micro * CAST(p.billable_s AS BIGINT) + 30) // 60
-       END AS price_micro,
-       CASE WHEN a.ident_pick IS NULL THEN '{_UNASSIGNED}'
-            WHEN NOT a.billable THEN '{_FREE}'
-            WHEN p.rate_pick IS NULL THEN '{_UNRATED}'
-            ELSE '{_RATED}' END AS rating_status
-FROM assigned a LEFT JOIN priced p USING (rid)
-"""
+# names of the views the kernel registers on the caller's connection
+_V = {name: f"_rating_{name}" for name in (
+    "cdrs", "ids", "trunks", "grp", "effband", "intervals", "legs", "slow")}
 
 
-def _inverse_permutation(rids: np.ndarray, n: int) -> np.ndarray:
-    """Positions that put rows tagged ``rids`` back in order 0..n-1; each rid must occur once."""
-    if len(rids) != n:
-        raise RuntimeError(f"rating kernel returned {len(rids)} rows for {n} CDRs")
-    order = np.full(n, -1, dtype=np.int64)
-    order[rids] = np.arange(n, dtype=np.int64)
-    if (order < 0).any():
-        raise RuntimeError("rating kernel: a CDR was rated twice and another not at all")
-    return order
+# ---------------------------------------------------------------------------------------------
+# Tariff preparation (once per Tariffs object)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    """Tariff tables reshaped for the kernel's joins; built by :func:`prepare`."""
+
+    ids: pa.Table           # identifiers ranked by precedence; row i has pick = i; tzk = zone index
+    zones: list[str]        # tzk -> IANA zone
+    rates: pa.Table         # RATE_SCHEMA + ridx (row index)
+    versions: pa.Table      # one row per destination version, row i has vid = i
+    grp: pa.Table           # rows of each (version, band) in group order: vbid, g, s_g, s_next, ...
+    effband: pa.Table       # (vid, bid) -> vbid for versions with band rows
+    band_names: list[str]   # bid -> band name (0 = '')
+    id_flat: pa.Table       # identifiers with disjoint validity per (kind, value): kind, value, key_len, vf_us, vt_us, pick
+    trunk_flat: pa.Table    # carrier trunks with disjoint validity per trunk: trunk, key_len, vf_us, vt_us, deck_id
+    decks: pa.Table         # DECK_SCHEMA + codes and the chain text for reasons
+    calendars: dict         # deck_id -> holiday calendar
+    deck_codes: dict        # deck_id -> code
+    arr: dict               # numpy views of the small tables, for gathers by index (see _arrays)
+    chains: dict            # root deck -> [deck ids of its fallback chain]
+    deck_versions: dict     # (deck_id, call type code) -> [vid]
+    v_prefix: list          # vid -> prefix
+    indexes: dict           # (root deck, call type code) -> _PrefixIndex, built on first use
+    stage1_sql: str = ""    # _stage1_sql(self)
+
+
+_PREPARED: "weakref.WeakKeyDictionary[Tariffs, Prepared]" = weakref.WeakKeyDictionary()
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
-def rate_batch(con, cdrs: pa.Table, tariffs, rated_at: dt.datetime, bundle_used: pa.Table | None = None) -> pa.Table:
-    """Rate ``cdrs`` (:data:`~bluerocktel.lake.CDR_SCHEMA`) against the tariff tables.
+def _sql_table(con, sql: str, **tables: pa.Table) -> pa.Table:
+    """Run ``sql`` with ``tables`` registered under their names; an Arrow table."""
+    for name, table in tables.items():
+        con.register(name, table)
+    try:
+        return con.sql(sql).to_arrow_table()
+    finally:
+        for name in tables:
+            con.unregister(name)
 
-    ``tariffs`` is a :class:`~bluerocktel.rating.tariffs.Tariffs` (see
-    :func:`bluerocktel.rating.load_tariffs`). Returns one row per CDR, in input order, with
-    :data:`~bluerocktel.lake.RATED_SCHEMA`. ``con`` is a DuckDB connection used by one
-    caller at a time; the kernel registers and then drops its views on it.
+
+def _flatten(rows) -> list[tuple]:
+    """``(key, vf, vt, rank, payload)`` rows -> ``(key, vf, vt, payload)`` whose validity periods
+    do not overlap for one key: at each instant the row of lowest rank in force wins. Then a
+    key and an instant match at most one row, so an equi-join needs no aggregation after it."""
+    by_key: dict = {}
+    for key, vf, vt, rank, payload in rows:
+        by_key.setdefault(key, []).append((vf, vt, rank, payload))
+    out = []
+    for key, items in by_key.items():
+        if len(items) == 1:
+            vf, vt, _, payload = items[0]
+            out.append((key, vf, vt, payload))
+            continue
+        bounds = sorted({b for vf, vt, _, _ in items for b in (vf, vt)})
+        for lo, hi in zip(bounds, bounds[1:]):
+            live = [(rank, payload) for vf, vt, rank, payload in items if vf <= lo < vt]
+            if not live:
+                continue
+            payload = min(live)[1]
+            if out and out[-1][0] == key and out[-1][2] == lo and out[-1][3] == payload:
+                out[-1] = (key, out[-1][1], hi, payload)
+            else:
+                out.append((key, lo, hi, payload))
+    return out
+
+
+def _chains(decks: pa.Table, roots: set[int]) -> tuple[list[dict], dict[int, str]]:
+    """(root, level, deck) rows of each root deck's fallback chain, and each root's chain text."""
+    fallback = dict(zip(decks["deck_id"].to_pylist(), decks["fallback_deck_id"].to_pylist()))
+    code = dict(zip(decks["deck_id"].to_pylist(), decks["code"].to_pylist()))
+    rows, texts = [], {}
+    for root in sorted(roots):
+        chain, deck = [], root
+        while deck is not None and deck not in chain:
+            chain.append(deck)
+            deck = fallback.get(deck)
+        rows.extend({"root": root, "level": level, "deck_id": d} for level, d in enumerate(chain))
+        names = [code.get(d) or f"#{d}" for d in chain]
+        texts[root] = "deck " + names[0] + "".join(f", fallback {n}" for n in names[1:])
+    return rows, texts
+
+
+def prepare(con, tariffs: Tariffs) -> Prepared:
+    """The kernel's view of ``tariffs`` (cached per Tariffs object: a batch loop prepares once)."""
+    cached = _PREPARED.get(tariffs)
+    if cached is not None:
+        return cached
+    identifiers = _conform(tariffs.identifiers, IDENTIFIER_SCHEMA)
+    decks = _conform(tariffs.decks, DECK_SCHEMA)
+    rates = _conform(tariffs.rates, RATE_SCHEMA)
+    bands = _conform(tariffs.bands, BAND_SCHEMA)
+    trunks = _conform(tariffs.trunks, TRUNK_SCHEMA)
+    _conform(tariffs.bundles, SERVICE_BUNDLE_SCHEMA)
+
+    known = set(decks["deck_id"].to_pylist())
+    missing = sorted(set(rates["deck_id"].to_pylist()) - known)
+    if missing:
+        raise ValueError(f"rates of deck(s) {missing} but no such row in tariffs.decks")
+    zones = sorted({z or "UTC" for z in identifiers["timezone"].to_pylist()}) or ["UTC"]
+    zone_index = {z: i for i, z in enumerate(zones)}
+    tzk = pa.array([zone_index[z or "UTC"] for z in identifiers["timezone"].to_pylist()], pa.int32())
+    ids = _sql_table(con, f"""
+        SELECT * EXCLUDE (priority) FROM (
+            SELECT *, CASE kind WHEN '{_ACCOUNT_CODE}' THEN 1 WHEN '{_NUMBER}' THEN 2
+                                WHEN '{_DID}' THEN 3 WHEN '{_TRUNK}' THEN 4 END AS priority,
+                      CASE kind WHEN '{_TRUNK}' THEN length(value) ELSE 0 END AS key_len,
+                      epoch_us(valid_from) AS vf_us, coalesce(epoch_us(valid_to), {_NO_END_US}) AS vt_us
+            FROM _p_ids)
+        WHERE priority IS NOT NULL
+        ORDER BY priority, key_len DESC, identifier_id""", _p_ids=identifiers.append_column("tzk", tzk))
+    ids = ids.append_column("pick", pa.array(np.arange(ids.num_rows, dtype=np.int64)))
+
+    rates = rates.append_column("ridx", pa.array(np.arange(rates.num_rows, dtype=np.int64)))
+    band_names = [""] + sorted({n for n in bands["name"].to_pylist()} | set(rates["band"].to_pylist()) - {""})
+    bid_of = {n: i for i, n in enumerate(band_names)}
+    names_table = pa.table({"band": pa.array(band_names), "bid": pa.array(range(len(band_names)), pa.int64())})
+    deck_bands = pa.Table.from_pylist(
+        [{"deck_id": d, "bid": 0} for d in sorted(known)]
+        + [{"deck_id": d, "bid": bid_of[n]} for d, n in
+           sorted(set(zip(bands["deck_id"].to_pylist(), bands["name"].to_pylist())))],
+        schema=pa.schema([("deck_id", pa.int64()), ("bid", pa.int64())]))
+    decks_with_bands = pa.array(sorted(set(bands["deck_id"].to_pylist())), pa.int64())
+
+    ct_case = "CASE call_type " + " ".join(f"WHEN '{c}' THEN {i}" for i, c in enumerate(_CALL_TYPES)) + " END"
+    rows = _sql_table(con, f"""
+        SELECT r.*, n.bid,
+               dense_rank() OVER (ORDER BY deck_id, call_type, prefix, valid_from) - 1 AS vid,
+               dense_rank() OVER (ORDER BY deck_id, call_type, prefix, valid_from, band) - 1 AS vbid
+        FROM _p_rates r JOIN _p_names n USING (band)""", _p_rates=rates, _p_names=names_table)
+    versions = _sql_table(con, f"""
+        SELECT vid, deck_id, call_type, {ct_case} AS ct, prefix, length(prefix) AS plen,
+               CAST('1' || prefix AS BIGINT) AS key, valid_from, epoch_us(valid_from) AS vf_us,
+               coalesce(min(epoch_us(valid_to)), {_NO_END_US}) AS vt_us,
+               greatest(max(unit_size), 1) AS unit_size,
+               bool_or(band <> '') AND list_contains($decks_with_bands, deck_id) AS cal,
+               bool_or(band <> '') AS banded,
+               min(vbid) FILTER (WHERE band = '') AS default_vb
+        FROM _p_rows
+        GROUP BY vid, deck_id, call_type, prefix, valid_from
+        ORDER BY vid""".replace("$decks_with_bands", f"[{', '.join(map(str, decks_with_bands.to_pylist())) or 'NULL'}]"),
+        _p_rows=rows)
+    grp = _sql_table(con, f"""
+        SELECT vbid, vid, bid, band, row_number() OVER w - 1 AS g, group_start AS s_g,
+               lead(group_start) OVER w AS s_next, count(*) OVER (PARTITION BY vbid) AS ngroups,
+               ridx, price_micro AS price, first_increment AS fst, next_increment AS inc,
+               connection_fee_micro AS fee, min_charge_micro AS min_charge, max_cost_micro AS max_cost,
+               CASE max_cost_action WHEN '{_CAP}' THEN 1 WHEN '{_DISCONNECT}' THEN 2 ELSE 0 END AS action,
+               rate_id
+        FROM _p_rows
+        WINDOW w AS (PARTITION BY vbid ORDER BY group_start, rate_id)
+        ORDER BY vbid, g""", _p_rows=rows)
+    effband = _sql_table(con, """
+        SELECT v.vid, b.bid, coalesce(x.vbid, v.default_vb) AS vbid
+        FROM _p_versions v JOIN _p_deck_bands b ON b.deck_id = v.deck_id
+        LEFT JOIN (SELECT DISTINCT vid, bid, vbid FROM _p_grp) x ON x.vid = v.vid AND x.bid = b.bid
+        WHERE v.banded""", _p_versions=versions, _p_deck_bands=deck_bands, _p_grp=grp)
+
+    roots = known | {d for d in identifiers["rate_deck_id"].to_pylist() if d is not None} \
+        | set(trunks["deck_id"].to_pylist())
+    chain_rows, chain_texts = _chains(decks, roots)
+    trunks = _sql_table(con, f"""
+        SELECT *, length(trunk) AS key_len, epoch_us(valid_from) AS vf_us,
+               coalesce(epoch_us(valid_to), {_NO_END_US}) AS vt_us
+        FROM _p_trunks ORDER BY key_len DESC, trunk_id""", _p_trunks=trunks)
+    # identifiers and carrier trunks with disjoint validity per (kind, value) / trunk
+    flat_ids = _flatten(((k, v), vf, vt, pick, pick) for k, v, vf, vt, pick in zip(
+        *(ids[c].to_pylist() for c in ("kind", "value", "vf_us", "vt_us", "pick"))))
+    id_flat = pa.table({"kind": pa.array([k[0] for k, *_ in flat_ids], pa.string()),
+                        "value": pa.array([k[1] for k, *_ in flat_ids], pa.string()),
+                        "key_len": pa.array([len(k[1]) for k, *_ in flat_ids], pa.int64()),
+                        "vf_us": pa.array([r[1] for r in flat_ids], pa.int64()),
+                        "vt_us": pa.array([r[2] for r in flat_ids], pa.int64()),
+                        "pick": pa.array([r[3] for r in flat_ids], pa.int64())})
+    flat_trunks = _flatten((t, vf, vt, tid, deck) for t, vf, vt, tid, deck in zip(
+        *(trunks[c].to_pylist() for c in ("trunk", "vf_us", "vt_us", "trunk_id", "deck_id"))))
+    trunk_flat = pa.table({"trunk": pa.array([r[0] for r in flat_trunks], pa.string()),
+                           "key_len": pa.array([len(r[0]) for r in flat_trunks], pa.int64()),
+                           "vf_us": pa.array([r[1] for r in flat_trunks], pa.int64()),
+                           "vt_us": pa.array([r[2] for r in flat_trunks], pa.int64()),
+                           "deck_id": pa.array([r[3] for r in flat_trunks], pa.int64())})
+
+    deck_rows = decks.to_pylist()
+    for d in deck_rows:
+        d["chain_text"] = chain_texts.get(d["deck_id"], f"deck {d['code']}")
+        d["rmeth"] = _METHOD_CODES.get(d["rounding_method"], 1)
+        d["rstep"] = 10 ** (6 - (d["rounding_decimals"] if d["rounding_decimals"] is not None else 6))
+        d["imeth"] = _METHOD_CODES.get(d["increment_rounding_method"]) if d["increment_rounding_method"] else None
+        d["istep"] = (10 ** (6 - (d["increment_rounding_decimals"] or 0))) if d["imeth"] is not None else None
+    extra = [{"deck_id": root, "code": f"#{root}", "chain_text": text, "rmeth": 1, "rstep": 1, "imeth": None,
+              "istep": None} for root, text in chain_texts.items() if root not in known]
+    deck_table = pa.Table.from_pylist([{k: d.get(k) for k in ("deck_id", "code", "chain_text", "rmeth", "rstep",
+                                                              "imeth", "istep")} for d in deck_rows + extra],
+                                      schema=pa.schema([("deck_id", pa.int64()), ("code", pa.string()),
+                                                        ("chain_text", pa.string()), ("rmeth", pa.int64()),
+                                                        ("rstep", pa.int64()), ("imeth", pa.int64()),
+                                                        ("istep", pa.int64())]))
+    prepared = Prepared(
+        ids=ids, zones=zones, rates=rates, versions=versions, grp=grp, effband=effband,
+        band_names=band_names, id_flat=id_flat, trunk_flat=trunk_flat, decks=deck_table,
+        calendars={d["deck_id"]: d["holiday_calendar"] for d in deck_rows},
+        deck_codes={d["deck_id"]: d["code"] for d in deck_rows}, arr={},
+        chains={root: [r["deck_id"] for r in chain_rows if r["root"] == root] for root in roots},
+        deck_versions={}, v_prefix=versions["prefix"].to_pylist(), indexes={})
+    for vid, (deck_id, ct) in enumerate(zip(versions["deck_id"].to_pylist(), versions["ct"].to_pylist())):
+        if ct is not None:
+            prepared.deck_versions.setdefault((deck_id, ct), []).append(vid)
+    prepared.arr.update(_arrays(prepared))
+    prepared.stage1_sql = _stage1_sql(prepared)
+    _PREPARED[tariffs] = prepared
+    return prepared
+
+
+def _arrays(prep: Prepared) -> dict:
+    """Numpy columns of the prepared tables (nulls as -1) for index gathers."""
+    v, g, d = prep.versions, prep.grp, prep.decks
+    deck_pos = {deck_id: i for i, deck_id in enumerate(d["deck_id"].to_pylist())}
+    n_vb = (int(pc.max(g["vbid"]).as_py()) + 1) if g.num_rows else 0
+    first = np.full(n_vb, -1, np.int64)
+    ngroups = np.zeros(n_vb, np.int64)
+    vbid, gidx = _np(g["vbid"]), _np(g["g"])
+    first[vbid[gidx == 0]] = np.flatnonzero(gidx == 0)
+    ngroups[vbid[gidx == 0]] = _np(g["ngroups"])[gidx == 0]
+    eff = np.full((v.num_rows, len(prep.band_names)), -1, np.int64)
+    if prep.effband.num_rows:
+        eff[_np(prep.effband["vid"]), _np(prep.effband["bid"])] = _np(prep.effband["vbid"])
+    return {
+        "v_vf": _np(v["vf_us"]), "v_vt": _np(v["vt_us"]),
+        "v_deck": _np(v["deck_id"]), "v_ct": _np(v["ct"]), "v_usize": _np(v["unit_size"]),
+        "v_cal": _np(v["cal"].fill_null(False)).astype(bool) if v.num_rows else np.zeros(0, bool),
+        "v_default_vb": _np(v["default_vb"]), "v_deckpos": np.array([deck_pos[x] for x in v["deck_id"].to_pylist()],
+                                                                    np.int64),
+        "eff": eff, "vb_first": first, "vb_ngroups": ngroups,
+        "g_price": _np(g["price"]), "g_fst": _np(g["fst"]), "g_inc": _np(g["inc"]), "g_fee": _np(g["fee"]),
+        "g_min": _np(g["min_charge"]), "g_max": _np(g["max_cost"]), "g_maxnull": g["max_cost"].is_null().to_numpy(
+            zero_copy_only=False), "g_action": _np(g["action"]), "g_ridx": _np(g["ridx"]), "g_bid": _np(g["bid"]),
+        "d_rmeth": _np(d["rmeth"]), "d_rstep": _np(d["rstep"]), "d_imeth": _np(d["imeth"]), "d_istep": _np(d["istep"]),
+        "ids_deck": _np(prep.ids["rate_deck_id"]), "ids_tzk": _np(prep.ids["tzk"]),
+        "max_price": int(pc.max(g["price"]).as_py() or 0), "max_fee": int(pc.max(g["fee"]).as_py() or 0),
+        "max_usize": int(pc.max(v["unit_size"]).as_py() or 1),
+        "slack": int(pc.max(pc.add(g["fst"], g["inc"])).as_py() or 0) * int(pc.max(g["ngroups"]).as_py() or 1),
+    }
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of a non-negative int array (counting when the range is small)."""
+    if len(values) == 0:
+        return values
+    low, high = int(values.min()), int(values.max())
+    if high - low < 4 * len(values) + 1024:
+        return np.flatnonzero(np.bincount(values - low)) + low
+    return np.unique(values)
+
+
+def _np(column) -> np.ndarray:
+    """A numeric (or bool) Arrow column as numpy; nulls become -1 (False for bool)."""
+    if column.null_count:
+        column = pc.fill_null(column, False if pa.types.is_boolean(column.type) else -1)
+    return column.to_numpy(zero_copy_only=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Longest-prefix matching: a sorted interval index per (root deck, call type)
+# ---------------------------------------------------------------------------------------------
+# A callee's digits d_1..d_k (k <= 18) are encoded as E = sum((d_i + 1) * 11**(18 - i)): the
+# numbers starting with a prefix p of length l are exactly the encodings in the interval
+# [E(p), E(p) + 11**(18 - l)) (a shorter number, padded with 0, falls before it). Prefix
+# intervals nest or are disjoint, so the digit space cuts into elementary intervals, each with
+# the fixed list of destination versions whose prefix covers it, in order of preference (plan
+# deck before its fallbacks, then the longest prefix, then the newest version). A batch finds
+# each CDR's elementary interval with one vectorized binary search, then takes the first
+# version of the list in force at the call start (a few vectorized passes). This replaces the
+# candidate-prefix equi-join of DESIGN.md §2 (same result; measured in benchmarks/rating.py:
+# the join and its per-CDR aggregation cost more than all the rest of the kernel).
+
+_SPACE = 11 ** MAX_PREFIX_DIGITS
+_POWERS = np.array([11 ** (MAX_PREFIX_DIGITS - 1 - i) for i in range(MAX_PREFIX_DIGITS)], dtype=np.int64)
+
+
+def _encode_prefix(prefix: str) -> int:
+    return sum((int(d) + 1) * 11 ** (MAX_PREFIX_DIGITS - 1 - i) for i, d in enumerate(prefix))
+
+
+def _encode_callees(callee: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """E of each callee's E.164 digits (the digits after '+', up to the first non-digit, at most
+    18); 0 (= no digit: only the prefix '' matches) for a callee without '+' or null."""
+    callee = pc.fill_null(callee, "")
+    if isinstance(callee, pa.ChunkedArray):
+        callee = callee.combine_chunks()
+    n = len(callee)
+    raw = pc.binary_slice(callee.cast(pa.binary()), 1, MAX_PREFIX_DIGITS + 1)
+    fixed = pc.binary_slice(pc.binary_join_element_wise(raw, pa.scalar(b"x" * MAX_PREFIX_DIGITS), b""),
+                            0, MAX_PREFIX_DIGITS)
+    offsets = np.frombuffer(fixed.buffers()[1], np.int32)[fixed.offset:fixed.offset + n + 1]
+    data = np.frombuffer(fixed.buffers()[2], np.uint8)[offsets[0]:offsets[0] + n * MAX_PREFIX_DIGITS]
+    chars = data.reshape(n, MAX_PREFIX_DIGITS)
+    run = np.logical_and.accumulate((chars >= ord("0")) & (chars <= ord("9")), axis=1)
+    codes = np.where(run, chars.astype(np.int64) - (ord("0") - 1), 0)
+    encoded = codes @ _POWERS
+    e164 = pc.starts_with(callee, "+").to_numpy(zero_copy_only=False)
+    return np.where(e164, encoded, 0)
+
+
+@dataclass
+class _PrefixIndex:
+    """Elementary intervals of one (root deck, call type): ``lo`` sorted; interval i's versions
+    in preference order are ``flat[off[i]:off[i] + count[i]]``."""
+
+    lo: np.ndarray
+    off: np.ndarray
+    count: np.ndarray
+    flat: np.ndarray
+
+
+def _prefix_index(prep: Prepared, root: int, ct: int) -> _PrefixIndex:
+    """The index of ``root``'s fallback chain for call type ``ct`` (cached on ``prep``)."""
+    cached = prep.indexes.get((root, ct))
+    if cached is not None:
+        return cached
+    a = prep.arr
+    by_prefix: dict[str, list[tuple]] = {}
+    for level, deck_id in enumerate(prep.chains.get(root, [root])):
+        for vid in prep.deck_versions.get((deck_id, ct), ()):
+            by_prefix.setdefault(prep.v_prefix[vid], []).append((level, -len(prep.v_prefix[vid]), -a["v_vf"][vid], vid))
+    intervals = sorted((_encode_prefix(p), _encode_prefix(p) + 11 ** (MAX_PREFIX_DIGITS - len(p)), p)
+                       for p in by_prefix)
+    bounds = sorted({0, _SPACE} | {lo for lo, _, _ in intervals} | {hi for _, hi, _ in intervals})
+    starts: dict[int, list] = {}
+    for lo, hi, p in intervals:
+        starts.setdefault(lo, []).append((hi, p))
+    lows, offs, counts, flat, stack = [], [], [], [], []
+    for b in bounds[:-1]:
+        while stack and stack[-1][0] <= b:
+            stack.pop()
+        for hi, p in sorted(starts.get(b, ()), key=lambda item: -item[0]):   # outer (longer interval) first
+            stack.append((hi, p))
+        versions = sorted(v for _, p in stack for v in by_prefix[p])
+        lows.append(b)
+        offs.append(len(flat))
+        counts.append(len(versions))
+        flat.extend(v[3] for v in versions)
+    index = _PrefixIndex(np.array(lows, np.int64), np.array(offs, np.int64), np.array(counts, np.int64),
+                         np.array(flat, np.int64))
+    prep.indexes[(root, ct)] = index
+    return index
+
+
+def _match_versions(prep: Prepared, roots: np.ndarray, ct: np.ndarray, encoded: np.ndarray,
+                    start_us: np.ndarray) -> np.ndarray:
+    """The preferred destination version (vid) of each leg in force at its start, or -1."""
+    a = prep.arr
+    vid = np.full(len(roots), -1, np.int64)
+    keys = roots * 4 + ct
+    for key in _distinct(keys):
+        legs = np.flatnonzero(keys == key)
+        index = _prefix_index(prep, int(key // 4), int(key % 4))
+        if len(index.flat) == 0:
+            continue
+        at = np.searchsorted(index.lo, encoded[legs], side="right") - 1
+        off, count = index.off[at], index.count[at]
+        found = np.full(len(legs), -1, np.int64)
+        for k in range(int(count.max()) if len(count) else 0):
+            open_ = np.flatnonzero((found < 0) & (k < count))
+            if len(open_) == 0:
+                break
+            candidate = index.flat[off[open_] + k]
+            start = start_us[legs[open_]]
+            ok = (a["v_vf"][candidate] <= start) & (start < a["v_vt"][candidate])
+            found[open_[ok]] = candidate[ok]
+        vid[legs] = found
+    return vid
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: who pays, which rate version (sell and buy)
+# ---------------------------------------------------------------------------------------------
+
+
+def _stage1_sql(prep: Prepared) -> str:
+    """SQL: one row per CDR (rid, ident_pick, buy_deck): the identifier that says who pays (the
+    first kind in priority order that matches, the longest trunk), and for billable CDRs the
+    buy deck of the longest carrier trunk prefix of ``dst_channel``. Identifiers and trunks
+    have disjoint validity per value (:func:`_flatten`), so each LEFT JOIN adds at most one row."""
+    valid = "{a}.vf_us <= x.start_us AND x.start_us < {a}.vt_us"
+    kinds = set(prep.id_flat["kind"].to_pylist())
+    joins, picks, decks = [], [], []
+    for alias, kind, key in (("ac", _ACCOUNT_CODE, "nullif(x.account_code, '')"),
+                             ("nu", _NUMBER, f"CASE WHEN x.direction = '{_OUT}' THEN x.caller END"),
+                             ("di", _DID, f"CASE WHEN x.direction = '{_IN}' THEN x.callee END")):
+        if kind in kinds:
+            joins.append(f"LEFT JOIN (SELECT * FROM {_V['ids']} WHERE kind = '{kind}') {alias} "
+                         f"ON {alias}.value = {key} AND {valid.format(a=alias)}")
+            picks.append(f"{alias}.pick")
+    trunk_lengths = sorted({n for k, n in zip(prep.id_flat["kind"].to_pylist(), prep.id_flat["key_len"].to_pylist())
+                            if k == _TRUNK}, reverse=True)
+    for n in trunk_lengths:
+        joins.append(f"LEFT JOIN (SELECT * FROM {_V['ids']} WHERE kind = '{_TRUNK}' AND key_len = {n}) t{n} "
+                     f"ON t{n}.value = left(x.channel, {n}) AND {valid.format(a=f't{n}')}")
+        picks.append(f"t{n}.pick")
+    for n in sorted(set(prep.trunk_flat["key_len"].to_pylist()), reverse=True):
+        joins.append(f"LEFT JOIN (SELECT * FROM {_V['trunks']} WHERE key_len = {n}) b{n} "
+                     f"ON b{n}.trunk = CASE WHEN x.billable THEN left(x.dst_channel, {n}) END "
+                     f"AND {valid.format(a=f'b{n}')}")
+        decks.append(f"b{n}.deck_id")
+    pick = f"coalesce({', '.join(picks)})" if picks else "CAST(NULL AS BIGINT)"
+    deck = f"coalesce({', '.join(decks)})" if decks else "CAST(NULL AS BIGINT)"
+    return f"SELECT x.rid, {pick} AS ident_pick, {deck} AS buy_deck FROM {_V['cdrs']} x\n" + "\n".join(joins)
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: price the legs (sell side 0, buy side 1) of every priced CDR
+# ---------------------------------------------------------------------------------------------
+
+# Per leg, Python computes the rounding constants (see :func:`_legs`): a non-negative ``x / den``
+# rounded to an integer is ``(x + off) // den`` with off = 0 (down), den - 1 (up) or den // 2
+# (half up: exact for odd and even den). ``den_t``/``off_t`` round the total to the deck's
+# decimals (x in micro × unit_size, or in micro when increments are rounded: ``iround``);
+# ``den_i``/``off_i`` round the cost of one increment (x in micro × unit_size) to micro
+# multiples of ``istep``. ``{num}`` is BIGINT when the batch's largest amounts fit, else HUGEINT.
+def _inc_cost(price: str, size: str) -> str:
+    """SQL (micro): the rounded cost of one increment of ``size`` units at ``price``."""
+    return f"((CAST({price} AS {{num}}) * {size} + off_i) // den_i * istep)"
+
+
+_UNITS_SQL = "least(greatest(q, s_g), coalesce(s_next, greatest(q, s_g))) - s_g AS uu"   # clamp(q, s_g, s_next) - s_g
+_BILLED_SQL = """CASE WHEN uu = 0 THEN 0 WHEN g > 0 THEN (uu + inc - 1) // inc * inc
+                      WHEN uu <= fst THEN fst ELSE fst + (uu - fst + inc - 1) // inc * inc END AS b"""
+_FIRST_SQL = "CASE WHEN g = 0 AND b > 0 AND fst > 0 THEN 1 ELSE 0 END AS nf"   # the first increment: 0 or 1
+
+
+def _billed(source: str) -> str:
+    """SQL: ``source`` rows (one per group) with billed units ``b``, first-increment count ``nf``
+    and next-increment count ``nn``."""
+    return (f"SELECT *, (b - nf * fst) // inc AS nn FROM (SELECT *, {_FIRST_SQL} FROM "
+            f"(SELECT *, {_BILLED_SQL} FROM (SELECT *, {_UNITS_SQL} FROM {source})))")
+
+
+def _pico(exact: str, usize: str) -> str:
+    """SQL: ``exact`` (micro × usize) in pico units, half up, without overflowing BIGINT."""
+    return (f"CAST(({exact}) // {usize} * 1000000 + (2 * (({exact}) % {usize}) * 1000000 + {usize}) // (2 * {usize})"
+            f" AS BIGINT)")
+
+
+def _priced(source: str, num: str, icost: str) -> str:
+    """SQL: ``source`` (one row per leg, with its first row's fee, min and max) with ``price``
+    (rounded, min charge and max cost applied), ``upico`` and flag bits ``fbits``; ``num`` is
+    the exact sum of price × units, ``icost`` the sum of rounded increment costs."""
+    capped, exceeded = _FLAG_BITS[RatingFlag.MAX_COST_CAPPED], _FLAG_BITS[RatingFlag.MAX_COST_EXCEEDED]
+    return f"""
+    SELECT *, CASE WHEN max_cost >= 0 AND price_m > max_cost AND action = 1 THEN max_cost ELSE price_m END AS price,
+           fbits_m | CASE WHEN max_cost >= 0 AND price_m > max_cost THEN
+                          CASE action WHEN 1 THEN {capped} WHEN 2 THEN {exceeded} ELSE 0 END
+                     ELSE 0 END AS fbits
+    FROM (SELECT *, CASE WHEN price_r > 0 AND price_r < min_charge THEN min_charge ELSE price_r END AS price_m,
+                 CASE WHEN price_r > 0 AND price_r < min_charge THEN {_FLAG_BITS[RatingFlag.MIN_CHARGE]} ELSE 0 END AS fbits_m
+          FROM (SELECT *, CAST(((CASE WHEN iround THEN fee + {icost} ELSE exact END) + off_t) // den_t * rstep AS BIGINT) AS price_r,
+                       {_pico("exact", "usize")} AS upico
+                FROM (SELECT *, CAST(fee AS {{num}}) * usize + {num} AS exact FROM {source})))"""
+
+
+def _segments_json(band: str, rate_id: str, gs: str, n: str, units: str, pico: str, order: str) -> str:
+    """SQL aggregate: the ``segments`` trace, a JSON array of the group's segments by ``order``
+    (an unordered list sorted afterwards: much cheaper than an ordered aggregate)."""
+    fields = ("band", "rate_id", "group_start", "increments", "units", "amount_pico")
+    packed = ", ".join(f"{f} := {v}" for f, v in zip(fields, (band, rate_id, gs, n, units, pico)))
+    unpacked = ", ".join(f"{f} := seg_.{f}" for f in fields)
+    return (f"to_json(list_transform(list_sort(list(struct_pack(seq := {order}, {packed}))), "
+            f"lambda seg_: struct_pack({unpacked})))")
+
+
+_OK, _NO_BAND, _SLOW = 0, 1, 2
+_SPLIT = _FLAG_BITS[RatingFlag.BAND_SPLIT]
+
+# Legs whose start band has one group (most): one projection, no join. Columns come from numpy.
+_ONE_SQL = f"""
+SELECT lid, b AS units, price, upico, fbits FROM (
+{_priced("(SELECT *, (b - nf * fst) // inc AS nn FROM (SELECT *, CASE WHEN fst > 0 THEN 1 ELSE 0 END AS nf FROM "
+         "(SELECT *, CASE WHEN q <= fst THEN fst ELSE fst + (q - fst + inc - 1) // inc * inc END AS b FROM "
+         + _V["legs"] + " WHERE ngroups = 1)))",
+         "CAST(p AS {num}) * b", f"nf * {_inc_cost('p', 'fst')} + nn * {_inc_cost('p', 'inc')}")})
+"""
+
+# Legs with grouped intervals: one row per group, then summed per leg.
+_MANY_SQL = f"""
+WITH
+many AS ({_billed(f'''(SELECT s.lid, s.q, s.usize, s.iround, s.off_i, s.den_i, s.istep, gr.g, gr.s_g, gr.s_next,
+                              gr.price AS p, gr.fst, gr.inc, gr.band, gr.rate_id
+                       FROM {_V["legs"]} s JOIN {_V["grp"]} gr ON gr.vbid = s.vb0 WHERE s.ngroups > 1)''')}),
+many_sum AS (
+    SELECT lid, sum(b) AS units, sum(CAST(p AS {{num}}) * b) AS num,
+           sum(CASE WHEN iround THEN nf * {_inc_cost('p', 'fst')} + nn * {_inc_cost('p', 'inc')} ELSE 0 END) AS icost,
+           max(CASE WHEN b > 0 THEN s_g + b END) AS extent, count(*) FILTER (WHERE b > 0) AS nseg
+    FROM many GROUP BY lid
+),
+many_json AS (   -- the segments trace, only for legs billed in more than one group
+    SELECT lid, {_segments_json("band", "rate_id", "s_g", "nf + nn", "b", _pico("CAST(p AS {num}) * b", "usize"), "g")} AS segments
+    FROM many SEMI JOIN (SELECT lid FROM many_sum WHERE nseg > 1) USING (lid)
+    WHERE b > 0 GROUP BY lid
+)
+SELECT lid, units, price, upico, fbits | CASE WHEN nseg > 1 THEN {_SPLIT} ELSE 0 END AS fbits, extent, j.segments
+FROM ({_priced(f'(SELECT l.*, m.units, m.num, m.icost, m.extent, m.nseg FROM {_V["legs"]} l JOIN many_sum m USING (lid))',
+               "num", "icost")}) LEFT JOIN many_json j USING (lid)
+"""
+
+_SLOW_GROUPS = f"(SELECT sl.*, g.g, g.s_g, g.s_next, g.fst, g.inc FROM sl JOIN {_V['grp']} g ON g.vbid = sl.vb0)"
+_SLOW_TOTALS_SOURCE = f"""(SELECT sl.*, g.ridx AS ridx0, g.fee, coalesce(g.min_charge, 0) AS min_charge,
+                                  coalesce(g.max_cost, -1) AS max_cost, g.action,
+                                  l.units, l.num, l.icost, l.nseg, l.seg, b.bands
+                           FROM sl JOIN {_V["grp"]} g ON g.vbid = sl.vb0 AND g.g = 0
+                           JOIN leg_sum l USING (lid) JOIN leg_bands b USING (lid) ANTI JOIN missing m USING (lid))"""
+
+# Legs crossing a band boundary: each run of equal increments is cut at the exact interval
+# bounds; each piece is priced by its band's row for the group; consecutive pieces of one row merge.
+_SLOW_SQL = f"""
+WITH
+sl AS (
+    SELECT l.*, e.vbid AS vb0 FROM (
+        SELECT l.*, i.bid AS bid0 FROM {_V["slow"]} l
+        ASOF JOIN {_V["intervals"]} i ON i.ck = l.ck AND l.t0_us >= i.start_us) l
+    JOIN {_V["effband"]} e ON e.vid = l.vid AND e.bid = l.bid0
+),
+gr AS ({_billed(_SLOW_GROUPS)}),
+runs AS (   -- (offset o, increment size, count) of the first increment and of each group's next increments
+    SELECT lid, vid, ck, t0_us, tscale, usize, iround, off_i, den_i, istep, g, s_g, 0 AS o, fst AS size, 1 AS cnt
+    FROM gr WHERE nf = 1
+    UNION ALL
+    SELECT lid, vid, ck, t0_us, tscale, usize, iround, off_i, den_i, istep, g, s_g, s_g + nf * fst, inc, nn
+    FROM gr WHERE nn > 0
+),
+pieces AS (   -- increments k_lo .. k_hi - 1 of a run start inside interval i
+    SELECT r.*, i.bid,
+           CASE WHEN i.start_us <= r.t0_us + r.o * r.tscale THEN 0
+                ELSE (i.start_us - r.t0_us - r.o * r.tscale + r.size * r.tscale - 1) // (r.size * r.tscale) END AS k_lo,
+           least(r.cnt, (i.end_us - r.t0_us - r.o * r.tscale + r.size * r.tscale - 1) // (r.size * r.tscale)) AS k_hi
+    FROM runs r JOIN {_V["intervals"]} i
+      ON i.ck = r.ck AND i.end_us > r.t0_us + r.o * r.tscale
+     AND i.start_us <= r.t0_us + (r.o + (r.cnt - 1) * r.size) * r.tscale
+),
+priced AS (
+    SELECT p.*, p.k_hi - p.k_lo AS n, p.o + p.k_lo * p.size AS po, g2.ridx, g2.price AS p2, g2.band, g2.rate_id
+    FROM pieces p LEFT JOIN {_V["effband"]} e ON e.vid = p.vid AND e.bid = p.bid
+    LEFT JOIN {_V["grp"]} g2 ON g2.vbid = e.vbid AND g2.s_g <= p.s_g AND (g2.s_next IS NULL OR p.s_g < g2.s_next)
+    WHERE p.k_hi > p.k_lo
+),
+missing AS (SELECT lid, min(bid) AS missing_bid FROM priced WHERE ridx IS NULL GROUP BY lid),
+seq AS (
+    SELECT *, sum(CASE WHEN ridx IS DISTINCT FROM prev THEN 1 ELSE 0 END) OVER w2 AS seg_no
+    FROM (SELECT *, lag(ridx) OVER w AS prev FROM priced WHERE ridx IS NOT NULL
+          WINDOW w AS (PARTITION BY lid ORDER BY po, g))
+    WINDOW w2 AS (PARTITION BY lid ORDER BY po, g ROWS UNBOUNDED PRECEDING)
+),
+segs AS (
+    SELECT lid, seg_no, any_value(band) AS band, any_value(rate_id) AS rate_id, min(s_g) AS gs, any_value(usize) AS usize,
+           sum(n) AS n, sum(n * size) AS units, sum(CAST(p2 AS {{num}}) * n * size) AS num,
+           sum(CASE WHEN iround THEN n * {_inc_cost('p2', 'size')} ELSE 0 END) AS icost
+    FROM seq GROUP BY lid, seg_no
+),
+band_order AS (SELECT lid, band, min(seg_no) AS first_seg FROM segs GROUP BY lid, band),
+leg_sum AS (
+    SELECT s.lid, sum(s.units) AS units, sum(s.num) AS num, sum(s.icost) AS icost, count(*) AS nseg,
+           {_segments_json("s.band", "s.rate_id", "s.gs", "s.n", "s.units", _pico("s.num", "s.usize"), "s.seg_no")} AS seg
+    FROM segs s GROUP BY s.lid
+),
+leg_bands AS (SELECT lid, string_agg(band, '+' ORDER BY first_seg) AS bands FROM band_order GROUP BY lid),
+totals AS ({_priced(_SLOW_TOTALS_SOURCE, "num", "icost")})
+SELECT lid, {_OK} AS state, ridx0, units, price, upico, fbits | CASE WHEN nseg > 1 THEN {_SPLIT} ELSE 0 END AS fbits,
+       bands, CASE WHEN nseg > 1 THEN seg END AS segments, CAST(NULL AS BIGINT) AS missing_bid
+FROM totals
+UNION ALL
+SELECT lid, {_NO_BAND}, NULL, NULL, NULL, NULL, 0, NULL, NULL, missing_bid FROM missing
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+
+def _run(con, sql: str, views: dict[str, pa.Table], num: str = "BIGINT") -> pa.Table:
+    """Run one of the kernel's queries with ``views`` registered; ``num``: the amounts' SQL type."""
+    for name, table in views.items():
+        con.register(_V[name], table)
+    try:
+        return con.sql(sql.replace("{num}", num)).to_arrow_table()
+    finally:
+        for name in views:
+            con.unregister(_V[name])
+
+
+def _offset(method: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """What to add before ``// den`` to round with ``method`` (0 down, 1 half up, 2 up)."""
+    return np.select([method == 0, method == 2], [np.zeros_like(den), den - 1], den // 2)
+
+
+@dataclass
+class _Legs:
+    """The priced legs of a batch (sell legs, then buy legs), as numpy columns; row = lid."""
+
+    cols: dict                  # name -> np.ndarray
+    intervals: pa.Table         # exact band intervals (ck, start_us, end_us, bid)
+
+    def table(self, mask: np.ndarray | None, names: tuple[str, ...]) -> pa.Table:
+        """Columns ``names`` of the legs selected by ``mask`` (None: all legs, without a copy)."""
+        if mask is None:
+            return pa.table({name: self.cols[name] for name in names})
+        return pa.table({name: self.cols[name][mask] for name in names})
+
+
+def _build_legs(prep: Prepared, tariffs: Tariffs, rid: np.ndarray, side: np.ndarray, vid: np.ndarray,
+                q: np.ndarray, t0: np.ndarray, tzk: np.ndarray) -> _Legs:
+    """Everything pricing needs per leg, gathered from the prepared arrays; the band at the answer
+    instant from a per-minute table of the band calendar."""
+    a = prep.arr
+    dpos = a["v_deckpos"][vid]
+    usize, rstep, rmeth = a["v_usize"][vid], a["d_rstep"][dpos], a["d_rmeth"][dpos]
+    imeth, istep = a["d_imeth"][dpos], a["d_istep"][dpos]
+    iround = imeth >= 0
+    istep = np.where(iround, istep, 1)
+    den_i, den_t = usize * istep, np.where(iround, 1, usize) * rstep
+    cols = {"lid": np.arange(len(rid), dtype=np.int64), "rid": rid, "side": side, "vid": vid, "q": q, "t0_us": t0,
+            "tscale": np.where(a["v_ct"][vid] == 0, 1_000_000, 0).astype(np.int64), "usize": usize,
+            "rstep": rstep, "den_t": den_t, "off_t": _offset(rmeth, den_t), "iround": iround, "istep": istep,
+            "den_i": den_i, "off_i": _offset(np.where(iround, imeth, 0), den_i)}
+    # calendar key: one per (deck, zone) pair whose version has band rows
+    cal = a["v_cal"][vid]
+    n_zones = len(prep.zones)
+    pair = np.where(cal, a["v_deck"][vid] * n_zones + tzk, -1)
+    pairs = _distinct(pair[cal])
+    ck = np.where(cal, np.searchsorted(pairs, pair), -1)
+    bid0 = np.zeros(len(rid), np.int64)
+    iv_end = np.full(len(rid), _NO_END_US, np.int64)
+    intervals = pa.table({"ck": pa.array([], pa.int64()), "start_us": pa.array([], pa.int64()),
+                          "end_us": pa.array([], pa.int64()), "bid": pa.array([], pa.int64())})
+    if len(pairs):
+        day_us, minute_us = 86_400_000_000, 60_000_000
+        t0c = t0[cal]
+        days = _distinct(t0c // day_us)
+        longest = int(((q[cal] + a["slack"]) * cols["tscale"][cal]).max())
+        ranges = [(int(d) * day_us, int(d + 1) * day_us + longest + 1) for d in days]
+        key_pairs = {i: (int(p // n_zones), prep.zones[int(p % n_zones)]) for i, p in enumerate(pairs)}
+        found = band_intervals(tariffs.bands.cast(BAND_SCHEMA), prep.calendars, key_pairs, ranges)
+        bid_of = {name: i for i, name in enumerate(prep.band_names)}
+        iv_ck, iv_start, iv_stop = _np(found["key"]), _np(found["start_us"]), _np(found["end_us"])
+        iv_bid = np.array([bid_of[name] for name in found["band"].to_pylist()], np.int64)
+        intervals = pa.table({"ck": iv_ck, "start_us": iv_start, "end_us": iv_stop, "bid": iv_bid})
+        # per (ck, day, minute of day): the interval containing the minute's start
+        minute_starts = (days[:, None] * day_us + np.arange(1440)[None, :] * minute_us).ravel()
+        per_key = []
+        for key in range(len(pairs)):
+            rows = np.flatnonzero(iv_ck == key)      # sorted by start within a key
+            at = rows[np.searchsorted(iv_start[rows], minute_starts, side="right") - 1]
+            per_key.append(at)
+        minute_interval = np.stack(per_key)          # (ck, day × 1440)
+        slot = np.searchsorted(days, t0c // day_us) * 1440 + (t0c % day_us) // minute_us
+        at = minute_interval[ck[cal], slot]
+        bid0[cal] = iv_bid[at]
+        # a boundary inside the answer minute (zones with odd offsets) sends the leg to the exact path
+        iv_end[cal] = np.where(t0c < iv_stop[at], iv_stop[at], t0c)
+    vb0 = np.where(cal, a["eff"][vid, bid0], a["v_default_vb"][vid])
+    first = np.where(vb0 >= 0, a["vb_first"][np.maximum(vb0, 0)], -1)
+    ngroups = np.where(vb0 >= 0, a["vb_ngroups"][np.maximum(vb0, 0)], 0)
+    fi = np.maximum(first, 0)
+    cols.update({"ck": ck, "bid0": bid0, "iv_end": iv_end, "vb0": vb0, "ngroups": ngroups, "ridx0": a["g_ridx"][fi],
+                 "band0": a["g_bid"][fi], "p": a["g_price"][fi], "fst": a["g_fst"][fi], "inc": a["g_inc"][fi],
+                 "fee": a["g_fee"][fi], "min_charge": a["g_min"][fi], "max_cost": a["g_max"][fi],
+                 "action": a["g_action"][fi]})
+    return _Legs(cols, intervals)
+
+
+_ONE_COLS = ("lid", "q", "p", "fst", "inc", "fee", "min_charge", "max_cost", "action", "usize", "rstep", "den_t",
+             "off_t", "iround", "istep", "den_i", "off_i")
+_MANY_COLS = ("lid", "vb0", "q", "fee", "min_charge", "max_cost", "action", "usize", "rstep", "den_t", "off_t",
+              "iround", "istep", "den_i", "off_i")
+_SLOW_COLS = ("lid", "vid", "ck", "q", "t0_us", "tscale", "usize", "rstep", "den_t", "off_t", "iround", "istep",
+              "den_i", "off_i")
+
+
+def _num_type(prep: Prepared, q: np.ndarray) -> str:
+    """BIGINT when no amount of the batch can reach 2**62 (micro × unit_size), else HUGEINT."""
+    a = prep.arr
+    most = int(q.max()) + a["slack"] if len(q) else 0
+    bound = a["max_price"] * most * 4 + a["max_fee"] * a["max_usize"] + a["max_price"] * a["max_usize"]
+    return "BIGINT" if bound < 2 ** 62 else "HUGEINT"
+
+
+def _price_legs(con, prep: Prepared, legs: _Legs, num: str) -> dict:
+    """Price every leg; per-leg numpy results: state, ridx0, units, price, upico, fbits, and the
+    band and segments strings as indexes into ``strings`` / ``segments`` (-1 = null)."""
+    c = legs.cols
+    n = len(c["lid"])
+    out = {"state": np.full(n, _OK, np.int64), "units": np.zeros(n, np.int64), "price": np.zeros(n, np.int64),
+           "upico": np.zeros(n, np.int64), "fbits": np.zeros(n, np.int64), "ridx0": c["ridx0"].copy(),
+           "band": c["band0"].copy(), "segment": np.full(n, -1, np.int64), "missing_bid": np.full(n, -1, np.int64)}
+    strings, segments = list(prep.band_names), []
+    no_band = c["vb0"] < 0
+    out["state"][no_band] = _NO_BAND
+    out["missing_bid"][no_band] = c["bid0"][no_band]
+    extent = np.zeros(n, np.int64)
+    one = c["ngroups"] == 1
+    if one.any():
+        r = _run(con, _ONE_SQL, {"legs": legs.table(None, _ONE_COLS + ("ngroups",))}, num)
+        lid = _np(r["lid"])
+        for name in ("units", "price", "upico", "fbits"):
+            out[name][lid] = _np(r[name])
+        extent[lid] = out["units"][lid]
+    many = c["ngroups"] > 1
+    if many.any():
+        r = _run(con, _MANY_SQL, {"legs": legs.table(many, _MANY_COLS + ("ngroups",)), "grp": prep.grp}, num)
+        lid = _np(r["lid"])
+        for name in ("units", "price", "upico", "fbits"):
+            out[name][lid] = _np(r[name])
+        extent[lid] = _np(r["extent"])
+        has = r["segments"].is_valid().to_numpy(zero_copy_only=False)
+        out["segment"][lid[has]] = np.arange(has.sum()) + len(segments)
+        segments.extend(r["segments"].filter(has).to_pylist())
+    slow = ~no_band & (c["t0_us"] + extent * c["tscale"] > c["iv_end"])
+    if slow.any():
+        r = _run(con, _SLOW_SQL, {"slow": legs.table(slow, _SLOW_COLS), "grp": prep.grp, "effband": prep.effband,
+                                  "intervals": legs.intervals}, num)
+        lid = _np(r["lid"])
+        for name in ("state", "units", "price", "upico", "fbits", "ridx0", "missing_bid"):
+            out[name][lid] = _np(r[name])
+        out["segment"][lid] = -1
+        has = r["segments"].is_valid().to_numpy(zero_copy_only=False)
+        out["segment"][lid[has]] = np.arange(has.sum()) + len(segments)
+        segments.extend(r["segments"].filter(has).to_pylist())
+        bands = r["bands"].to_pylist()
+        index = {name: i for i, name in enumerate(strings)}
+        for i, name in enumerate(bands):
+            if name is not None and name not in index:
+                index[name] = len(strings)
+                strings.append(name)
+        out["band"][lid] = [index[name] if name is not None else -1 for name in bands]
+    out["strings"] = pa.array(strings, pa.string())
+    out["segments"] = pa.array(segments, pa.string())
+    return out
+
+
+def _take(array: pa.Array | pa.ChunkedArray, index: np.ndarray) -> pa.Array:
+    """``array`` at ``index`` (-1: null)."""
+    if len(array) == 0:
+        return pa.nulls(len(index), array.type)
+    return array.take(pa.array(np.maximum(index, 0), mask=index < 0))
+
+
+def price_batch(con, cdrs: pa.Table, tariffs: Tariffs, rated_at: dt.datetime) -> pa.Table:
+    """Rate ``cdrs`` (:data:`~bluerocktel.lake.CDR_SCHEMA`) without bundles: steps 1-8, 10, 11.
+
+    Returns one row per CDR, in input order, with :data:`~bluerocktel.lake.RATED_SCHEMA`
+    (``bundle_id``/``bundle_units`` null). Pure per row, so any partition of a batch gives the
+    same rows. ``con`` is a DuckDB connection used by one caller at a time; the kernel
+    registers and then drops its views on it.
     """
     if rated_at.tzinfo is None:
         raise ValueError(f"naive datetime {rated_at!r}: rated_at must be UTC-aware")
-    identifiers, rates = tariffs.identifiers, tariffs.rates
+    prep = prepare(con, tariffs)
+    a = prep.arr
     cdrs = _conform(cdrs, CDR_SCHEMA)
     n = cdrs.num_rows
-    views = {_CDRS: cdrs.append_column("rid", pa.array(np.arange(n, dtype=np.int64))),
-             _IDS: _conform(identifiers, IDENTIFIER_SCHEMA), _RATES: _conform(rates, RATE_SCHEMA)}
-    for name, table in views.items():
-        con.register(name, table)
-    try:
-        ranked_ids = con.sql(_RANK_IDENTIFIERS_SQL).to_arrow_table()
-        ranked_rates = con.sql(_RANK_RATES_SQL).to_arrow_table()
-        con.register(_RANKED_IDS, ranked_ids)
-        con.register(_RANKED_RATES, ranked_rates)
-        rating = con.sql(_RATE_SQL).to_arrow_table()
-    finally:
-        for name in (*views, _RANKED_IDS, _RANKED_RATES):
-            con.unregister(name)
-    # back in CDR order, then the picked identifier and rate rows give the trace columns
-    rating = rating.take(_inverse_permutation(rating["rid"].to_numpy(), n))
-    who = ranked_ids.select(["account_id", "service_id", "rate_deck_id"]).take(rating["ident_pick"])
-    rate = ranked_rates.select(["rate_id", "prefix", "destination", "zone"]).take(rating["rate_pick"])
+
+    # per CDR, vectorized: call type code, quantity, billable, answer instant
+    ct = _np(pc.index_in(cdrs["call_type"], value_set=pa.array(_CALL_TYPES)))
+    billsec, units = np.maximum(_np(cdrs["billsec_s"].cast(pa.int64())), 0), np.maximum(_np(cdrs["units"]), 0)
+    # an unknown call type is billed on whatever quantity it has: unrated, never free
+    q = np.where(ct == 0, billsec, np.where(ct < 0, np.maximum(billsec, units), units))
+    billable = (_np(pc.and_kleene(pc.equal(cdrs["direction"], _OUT), pc.equal(cdrs["disposition"], _ANSWERED)))
+                .astype(bool) & (q > 0))
+    start_us = _np(cdrs["start_at"].cast(pa.int64()))
+    answer_us = cdrs["answer_at"].cast(pa.int64())
+    t0 = np.where(answer_us.is_null().to_numpy(zero_copy_only=False), start_us, _np(answer_us))
+
+    view = cdrs.select(["caller", "callee", "account_code", "channel", "dst_channel", "direction"])
+    view = view.append_column("rid", pa.array(np.arange(n, dtype=np.int64))).append_column(
+        "start_us", pa.array(start_us)).append_column("billable", pa.array(billable)).append_column(
+        "ct", pa.array(np.where(ct >= 0, ct, 3)))
+    found = _run(con, prep.stage1_sql, {"cdrs": view, "ids": prep.id_flat, "trunks": prep.trunk_flat})
+    ident, buy_deck = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    f_rid = _np(found["rid"])
+    if len(f_rid) != n:
+        raise RuntimeError(f"rating kernel: {len(f_rid)} identification rows for {n} CDRs")
+    ident[f_rid], buy_deck[f_rid] = _np(found["ident_pick"]), _np(found["buy_deck"])
+    assigned = ident >= 0
+    billable &= assigned
+    if assigned.any():
+        tzk = np.where(assigned, a["ids_tzk"][np.maximum(ident, 0)], 0)
+        plan_deck = np.where(assigned, a["ids_deck"][np.maximum(ident, 0)], -1)
+    else:     # (also when there is no identifier at all)
+        tzk, plan_deck = np.zeros(n, np.int64), np.full(n, -1, np.int64)
+
+    # which destination version prices each billable CDR, sell side (plan deck) and buy side
+    sell_try, buy_try = np.flatnonzero(billable & (plan_deck >= 0)), np.flatnonzero(billable & (buy_deck >= 0))
+    tries = np.concatenate([sell_try, buy_try])
+    encoded = np.zeros(n, np.int64)
+    priced_rows = np.flatnonzero(billable)
+    if len(priced_rows):
+        encoded[priced_rows] = _encode_callees(cdrs["callee"].take(pa.array(priced_rows)))
+    vid = _match_versions(prep, np.concatenate([plan_deck[sell_try], buy_deck[buy_try]]),
+                          np.where(ct[tries] >= 0, ct[tries], 3), encoded[tries],
+                          start_us[tries])
+    sell_vid, buy_vid = vid[:len(sell_try)], vid[len(sell_try):]
+    sell_rid, buy_rid = sell_try[sell_vid >= 0], buy_try[buy_vid >= 0]
+
+    # legs: sell legs then buy legs
+    rid = np.concatenate([sell_rid, buy_rid])
+    legs = _build_legs(prep, tariffs, rid, np.repeat([0, 1], [len(sell_rid), len(buy_rid)]).astype(np.int64),
+                       np.concatenate([sell_vid[sell_vid >= 0], buy_vid[buy_vid >= 0]]), q[rid], t0[rid], tzk[rid])
+    res = _price_legs(con, prep, legs, _num_type(prep, q[rid]))
+
+    sell_leg, buy_leg = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    sell_leg[sell_rid] = np.arange(len(sell_rid))
+    buy_leg[buy_rid] = np.arange(len(buy_rid)) + len(sell_rid)
+    state = res["state"]
+    sell_ok = (sell_leg >= 0) & (state[np.maximum(sell_leg, 0)] == _OK) if len(state) else np.zeros(n, bool)
+    buy_ok = (buy_leg >= 0) & (state[np.maximum(buy_leg, 0)] == _OK) if len(state) else np.zeros(n, bool)
+    s_leg, b_leg = np.maximum(sell_leg, 0), np.maximum(buy_leg, 0)
+
+    def sell_col(name):
+        return res[name][s_leg] if len(state) else np.zeros(n, np.int64)
+
+    free = assigned & ~billable
+    rated = billable & sell_ok
+    unrated = billable & ~sell_ok
+    price = np.where(rated, sell_col("price"), 0)
+    cost = res["price"][b_leg] if len(state) else np.zeros(n, np.int64)
+    margin_ok = rated & buy_ok
+    margin = np.where(margin_ok, price - cost, 0)
+    fbits = np.where(rated, sell_col("fbits"), 0)
+    fbits |= np.where(billable & ~buy_ok, _FLAG_BITS[RatingFlag.NO_COST], 0)
+    fbits |= np.where(margin_ok & (margin < 0), _FLAG_BITS[RatingFlag.NEGATIVE_MARGIN], 0)
+    units = np.where(rated, sell_col("units"), 0)
+    unpriced = ~(rated | free)                            # null price, units and amount
+    rate_row = np.where(rated, sell_col("ridx0"), -1)
+    cost_row = np.where(buy_ok, res["ridx0"][b_leg] if len(state) else -1, -1)
+    status = np.full(n, 0, np.int64)                      # codes into _STATUSES
+    status[free], status[rated], status[unrated] = 1, 2, 3
+    rates = prep.rates
+    who = np.where(assigned, ident, -1)
     columns = {
         **{name: cdrs[name] for name in CDR_SCHEMA.names},
-        "account_id": who["account_id"], "service_id": who["service_id"], "rate_deck_id": who["rate_deck_id"],
-        "rate_id": rate["rate_id"], "prefix": rate["prefix"], "destination": rate["destination"],
-        "zone": rate["zone"], "billable_s": rating["billable_s"], "price_micro": rating["price_micro"],
-        "rating_status": rating["rating_status"], "tariff_version": pa.repeat(pa.scalar(tariffs.version), n),
+        "account_id": _take(prep.ids["account_id"], who), "service_id": _take(prep.ids["service_id"], who),
+        "rate_deck_id": _take(rates["deck_id"], rate_row), "rate_id": _take(rates["rate_id"], rate_row),
+        "rate_valid_from": _take(rates["valid_from"], rate_row), "prefix": _take(rates["prefix"], rate_row),
+        "destination": _take(rates["destination"], rate_row), "zone": _take(rates["zone"], rate_row),
+        "band": _take(res["strings"], np.where(rated, sell_col("band"), -1)),
+        "segments": _take(res["segments"], np.where(rated, sell_col("segment"), -1)),
+        "first_increment": _take(rates["first_increment"], rate_row),
+        "next_increment": _take(rates["next_increment"], rate_row),
+        "billable_s": pa.array(np.where(ct == 0, units, 0).astype(np.int32), mask=unpriced),
+        "billable_units": pa.array(units, mask=unpriced),
+        "unrounded_pico": pa.array(np.where(rated, sell_col("upico"), 0), mask=unpriced),
+        "price_micro": pa.array(price, mask=unpriced),
+        "bundle_id": pa.nulls(n, pa.int64()), "bundle_units": pa.nulls(n, pa.int64()),
+        "cost_deck_id": _take(rates["deck_id"], cost_row), "cost_rate_id": _take(rates["rate_id"], cost_row),
+        "cost_micro": pa.array(cost, mask=~buy_ok),
+        "margin_micro": pa.array(margin, mask=~margin_ok),
+        "flags": _FLAG_STRINGS.take(pa.array(fbits)),
+        "rating_status": _STATUSES.take(pa.array(status)),
+        "rating_reason": _reasons(cdrs, prep, res, sell_leg, ct, unrated, assigned, plan_deck, who),
+        "tariff_version": pa.repeat(pa.scalar(tariffs.version), n),
         "rated_at": pa.repeat(pa.scalar(rated_at, UTC_TS), n),
     }
-    for name in RATED_SCHEMA.names:   # trace columns this kernel version does not compute yet
-        columns.setdefault(name, pa.nulls(n, RATED_SCHEMA.field(name).type))
     return pa.table({name: columns[name] for name in RATED_SCHEMA.names}).cast(RATED_SCHEMA)
+
+
+_STATUSES = pa.array([RatingStatus.UNASSIGNED.value, RatingStatus.FREE.value, RatingStatus.RATED.value,
+                      RatingStatus.UNRATED.value], pa.string())
+
+
+def _reasons(cdrs: pa.Table, prep: Prepared, res: dict, sell_leg: np.ndarray, ct: np.ndarray, unrated: np.ndarray,
+             assigned: np.ndarray, plan_deck: np.ndarray, who: np.ndarray) -> pa.Array:
+    """``rating_reason``: '' when rated or free; why for unassigned and unrated CDRs (Arrow
+    string functions over those rows only)."""
+    n = cdrs.num_rows
+    texts: list[pa.Array] = [pa.array([""], pa.string())]     # texts[0][0] = '' for the rated and the free
+    index = np.zeros(n, np.int64)
+    rows = np.flatnonzero(~assigned)
+    if len(rows):
+        sel = cdrs.select(["caller", "callee", "account_code", "channel", "direction"]).take(pa.array(rows))
+        inbound = pc.equal(sel["direction"], _IN)
+        who_text = pc.if_else(inbound, pc.binary_join_element_wise("callee ", pc.fill_null(sel["callee"], ""), ""),
+                              pc.binary_join_element_wise("caller ", pc.fill_null(sel["caller"], ""), ""))
+        code = pc.fill_null(sel["account_code"], "")
+        code = pc.if_else(pc.equal(code, ""), "(none)", code)
+        index[rows] = np.arange(len(rows)) + 1
+        texts.append(pc.binary_join_element_wise(
+            "no service identifier matches ", who_text, " / account code ", code, " / channel ",
+            pc.fill_null(sel["channel"], ""), ""))
+    rows = np.flatnonzero(unrated)
+    if len(rows):
+        at = pa.array(rows)
+        callee = pc.fill_null(cdrs["callee"].take(at), "")
+        number = pc.if_else(pc.starts_with(callee, "+"),
+                            pc.replace_substring_regex(callee, r"^(\+[0-9]*).*$", r"\1"), callee)
+        kind = pa.array(_CALL_TYPES + ["unknown call type"]).take(pa.array(np.where(ct[rows] >= 0, ct[rows], 3)))
+        chain = prep.decks["chain_text"].take(pc.index_in(pa.array(plan_deck[rows]), prep.decks["deck_id"]))
+        service = _take(prep.ids["service_id"], who[rows]).cast(pa.string())
+        legs = sell_leg[rows]
+        bid = np.where(legs >= 0, res["missing_bid"][np.maximum(legs, 0)] if len(res["missing_bid"]) else -1, -1)
+        band = _take(pa.array(prep.band_names, pa.string()), bid)
+        shown = pc.if_else(pc.equal(band, ""), "(all-time)", band)
+        texts.append(pc.if_else(
+            pa.array(plan_deck[rows] < 0),
+            pc.binary_join_element_wise("service ", pc.fill_null(service, "?"), " has no rate deck", ""),
+            pc.if_else(pa.array(legs < 0),
+                       pc.binary_join_element_wise("no rate for ", number, " (", kind, ") in ",
+                                                   pc.fill_null(chain, "?"), ""),
+                       pc.binary_join_element_wise("no rate for band ", pc.fill_null(shown, "?"), ": the rate for ",
+                                                   number, " (", kind, ") has no '", pc.fill_null(band, "?"),
+                                                   "' row and no all-time row", ""))))
+        index[rows] = np.arange(len(rows)) + sum(len(t) for t in texts[:-1])
+    texts = [t.combine_chunks() if isinstance(t, pa.ChunkedArray) else t for t in texts]
+    return pa.concat_arrays(texts).take(pa.array(index))
+
+
+def rate_batch(con, cdrs: pa.Table, tariffs: Tariffs, rated_at: dt.datetime, bundle_used: pa.Table | None = None
+               ) -> pa.Table:
+    """Rate ``cdrs``: :func:`price_batch`, then the service bundles
+    (:func:`bluerocktel.rating.bundles.apply_bundles`, which recomputes margin and flags of the
+    rows it changes). ``bundle_used``: units of each service bundle consumed in each month by
+    earlier ratings (:data:`~bluerocktel.rating.bundles.BUNDLE_USED_SCHEMA`)."""
+    priced = price_batch(con, cdrs, tariffs, rated_at)
+    try:
+        from bluerocktel.rating.bundles import apply_bundles
+    except ImportError:
+        if tariffs.bundles.num_rows:
+            raise
+        return priced
+    return apply_bundles(con, priced, tariffs, bundle_used)

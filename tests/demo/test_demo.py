@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 from collections import Counter
 from decimal import Decimal
 
@@ -15,13 +16,15 @@ import pytest
 from sqlalchemy import func, select
 
 from bluerocktel.db.models import (
-    Account, Brand, Contact, Contract, Rate, RateDeck, Service, ServiceIdentifier, User,
+    Account, Brand, Contact, Contract, Rate, RateDeck, Service, ServiceBundle, ServiceIdentifier, User,
 )
 from bluerocktel.demo import (
     DEMO_PASSWORD, MALFORMED_LINES, CallerLine, build_demo, demo_callers, run_demo, write_asterisk_master_csv,
 )
 from bluerocktel.demo.build import fr_vat_number, luhn_valid, period_bounds, previous_month
 from bluerocktel.errors import UserFacingError
+from bluerocktel.mediation import import_cdr_file
+from bluerocktel.rating import rate_pending
 from bluerocktel.security import authenticate_password
 from bluerocktel.workbench import Workbench
 
@@ -54,7 +57,9 @@ def test_demo_counts_match_the_system_of_record(demo):
         assert s.scalar(select(func.count()).select_from(ServiceIdentifier)) == summary.identifiers
         assert s.scalar(select(func.count()).select_from(Contract)) == 40
         assert s.scalar(select(func.count()).select_from(Contact)) >= 40
-        assert s.scalar(select(func.count()).select_from(Rate)) == summary.rates
+        assert s.scalar(select(func.count()).select_from(Rate).join(RateDeck).where(RateDeck.kind == "sell")) \
+            == summary.rates
+        assert s.scalar(select(func.count()).select_from(ServiceBundle)) == summary.bundles > 0
         roles = Counter(s.scalars(select(User.role)))
         assert {r: roles[r] for r in ["admin", "billing", "support", "sales", "read_only"]} == dict.fromkeys(
             ["admin", "billing", "support", "sales", "read_only"], 1)
@@ -239,3 +244,35 @@ def test_run_demo_imports_rates_and_bills(wb):
     again = run_demo(wb, accounts=12, cdrs=2_000, seed=3, out=printed.append)   # reuses the demo
     assert printed[0].startswith("reusing the demo")
     assert again["invoices"] == result["invoices"] and again["cdrs_imported"] == 2_000
+
+
+def test_demo_traffic_exercises_bands_bundles_and_carrier_costs(demo):
+    """Rated demo traffic uses what the demo tariffs define: off-peak international calls, bundles
+    that make mobile/fixed minutes free, a cost and margin on every rated call, and negative
+    margins only on the Moroccan mobiles the carrier sells above our per-minute price."""
+    from bluerocktel.demo.build import DEMO_SOURCE
+    from bluerocktel.lake import connect_duckdb, scan_sql
+
+    wb, summary = demo
+    import_cdr_file(wb, Path(summary.csv_path), "asterisk-csv", source=DEMO_SOURCE, actor="test")
+    rate_pending(wb)
+    con = connect_duckdb()
+    try:
+        rows = con.sql(f"""
+            SELECT count(*) FILTER (WHERE band = 'offpeak'),
+                   count(*) FILTER (WHERE zone IN ('national_fixed', 'national_mobile') AND band <> ''),
+                   count(*) FILTER (WHERE flags LIKE '%bundle%' AND price_micro = 0),
+                   count(*) FILTER (WHERE cost_micro IS NULL),
+                   count(*) FILTER (WHERE margin_micro <> price_micro - cost_micro),
+                   count(*) FILTER (WHERE flags LIKE '%negative_margin%'),
+                   count(*) FILTER (WHERE flags LIKE '%negative_margin%' AND left(prefix, 4) NOT IN ('2126', '2127'))
+            FROM {scan_sql(wb.lake_dir, "rated", [PERIOD])} WHERE rating_status = 'rated'""").fetchall()[0]
+    finally:
+        con.close()
+    offpeak, national_banded, free_in_bundle, no_cost, bad_margin, negative, negative_elsewhere = rows
+    assert offpeak > 0 and national_banded == 0       # only international zones have an off-peak rate
+    assert free_in_bundle > 0
+    assert no_cost == 0 and bad_margin == 0
+    # the connection fee and 60 s increments cover the dearer carrier on short Moroccan mobile
+    # calls; the long ones sell below cost
+    assert negative > 0 and negative_elsewhere == 0

@@ -86,3 +86,25 @@ def test_staff_accounts_search_and_paging(wb, sample):
 def test_staff_billing_runs(wb, sample):
     [run] = StaffStore(wb).billing_runs()
     assert (run.id, run.period, run.status, run.invoices) == (sample.billing_run_id, "2026-10", "completed", 2)
+
+
+
+def test_call_log_shows_a_re_rated_call_once_with_its_latest_price(wb, sample):
+    """A CDR rated twice is one call at its latest price; one that re-rating moved to another
+    account leaves this customer's log and appears in the other's."""
+    import pyarrow as pa
+
+    from bluerocktel.lake import RATED_SCHEMA, read_table, write_partition
+
+    rows = read_table(wb.lake_dir, "rated", ["2026-10"], order_by="start_at").to_pylist()
+    alice_rows = [r for r in rows if r["caller"] == "+33472000001"]
+    bob_account = next(r["account_id"] for r in rows if r["caller"] == "+33493000002")
+    repriced = dict(alice_rows[0], price_micro=999_999, rated_at=alice_rows[0]["rated_at"] + dt.timedelta(days=1))
+    moved = dict(alice_rows[1], account_id=bob_account, rated_at=alice_rows[1]["rated_at"] + dt.timedelta(days=1))
+    write_partition(wb.lake_dir, "rated", "2026-10", pa.Table.from_pylist([repriced, moved], schema=RATED_SCHEMA))
+
+    page = PortalStore(wb, sample.user_ids["alice"]).calls(limit=100)
+    assert page.total == len(page.rows) == 59
+    assert sum(r["price_micro"] == 999_999 for r in page.rows) == 1
+    assert alice_rows[0]["price_micro"] not in {r["price_micro"] for r in page.rows}
+    assert PortalStore(wb, sample.user_ids["bob"]).calls().total == 6

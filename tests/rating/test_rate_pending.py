@@ -21,6 +21,7 @@ from bluerocktel.db.models import (
 from bluerocktel.errors import UserFacingError
 from bluerocktel.lake import connect_duckdb, partition_files, scan_sql, write_partition
 from bluerocktel.rating import rate_pending
+from bluerocktel.rating.unrated import unrated_counts, unrated_queue
 
 
 def seed(wb) -> dict:
@@ -81,8 +82,8 @@ def test_rate_pending_rates_each_cdr_once_and_audits(wb):
     summary = rate_pending(wb, actor="tester")
 
     assert summary.as_dict() == {
-        "months": ["2026-09", "2026-10"], "considered": 6, "rated": 3, "unrated": 1, "unassigned": 1,
-        "free": 1, "total_price_micro": 20_000 + 75_000 + 1_440,
+        "months": ["2026-09", "2026-10"], "considered": 6, "reprocessed": 0, "left_queue": 0, "rated": 3,
+        "unrated": 1, "unassigned": 1, "free": 1, "total_price_micro": 20_000 + 75_000 + 1_440, "adjustments": [],
     }
     assert "rated 6 CDRs in 2026-09, 2026-10" in summary.describe()
     assert len(partition_files(wb.lake_dir, "rated", ["2026-09"])) == 1
@@ -157,3 +158,60 @@ def test_an_empty_lake_rates_nothing(wb):
     assert rate_pending(wb).as_dict()["considered"] == 0
     with pytest.raises(UserFacingError, match="not a month"):
         rate_pending(wb, months=["October"])
+
+
+def latest_by_callee_and_start(wb) -> dict:
+    """The latest rating of each CDR (what billing reads), and how many ratings it has."""
+    con = connect_duckdb()
+    rows = con.sql(f"SELECT * FROM {scan_sql(wb.lake_dir, 'rated')} ORDER BY rated_at").to_arrow_table().to_pylist()
+    latest: dict = {}
+    for r in rows:
+        key = (r["callee"], r["start_at"].isoformat()[:16])
+        latest[key] = (r, latest.get(key, (None, 0))[1] + 1)
+    return latest
+
+
+def test_the_unrated_queue_is_rated_again_once_the_tariffs_change(wb):
+    ids = seed(wb)
+    write_partition(wb.lake_dir, "cdrs", "2026-10", OCTOBER)
+    first = rate_pending(wb)
+    assert (first.unrated, first.unassigned, first.reprocessed) == (1, 1, 0)
+
+    assert [(r["callee"], r["status"]) for r in unrated_queue(wb.lake_dir)] == [
+        ("+33145678901", "unassigned"), ("+12125550100", "unrated")]
+
+    # same tariffs: the queue is not rated over and over
+    assert rate_pending(wb).considered == 0
+
+    # the deck gets a rate for +1: both queued CDRs are taken again (the tariff version changed),
+    # the unrated one leaves the queue: 60 s at 0.06/min = 0.06
+    with wb.db.transaction() as s:
+        s.add(Rate(deck_id=ids["deck_id"], prefix="1", destination="NANP", zone="world", price=Decimal("0.06"),
+                   first_increment=60, next_increment=60, valid_from=at("2026-01-01")))
+    fixed = rate_pending(wb, actor="tester")
+    assert (fixed.considered, fixed.reprocessed, fixed.left_queue, fixed.rated, fixed.unassigned) == (2, 2, 1, 1, 1)
+    assert fixed.total_price_micro == 60_000
+    assert "2 taken again from the unrated queue, 1 of them left it" in fixed.describe()
+    assert rate_pending(wb).considered == 0
+
+    # the unknown caller gets an identifier: the unassigned CDR is priced (60 s to 33 at 0.02)
+    with wb.db.transaction() as s:
+        s.add(ServiceIdentifier(service_id=ids["service_id"], kind="number", value="+33999999999",
+                                valid_from=at("2026-01-01")))
+    assigned = rate_pending(wb)
+    assert (assigned.considered, assigned.reprocessed, assigned.left_queue, assigned.total_price_micro) == (
+        1, 1, 1, 20_000)
+
+    assert unrated_queue(wb.lake_dir) == [] and unrated_counts(wb.lake_dir) == []
+    latest = latest_by_callee_and_start(wb)
+    got = {key: (r["rating_status"], r["price_micro"], n) for key, (r, n) in latest.items()}
+    assert got == {   # rated and free CDRs were never rated again; the queued ones once per fix
+        ("+33612345678", "2026-10-01T09:00"): ("rated", 75_000, 1),
+        ("+33612345678", "2026-10-01T09:05"): ("free", 0, 1),
+        ("+33145678901", "2026-10-02T10:00"): ("rated", 20_000, 3),
+        ("+12125550100", "2026-10-03T11:00"): ("rated", 60_000, 2),
+        ("+447911123456", "2026-10-04T12:00"): ("rated", 1_440, 1),
+    }
+    with wb.db.session() as s:
+        runs = s.scalars(sa.select(AuditEntry).where(AuditEntry.action == "rating.run").order_by(AuditEntry.id)).all()
+    assert [(e.details["reprocessed"], e.details["left_queue"]) for e in runs] == [(0, 0), (2, 1), (1, 1)]
