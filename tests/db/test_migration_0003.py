@@ -49,6 +49,12 @@ def test_rates_keep_their_prices_through_0003(empty_database):
                               "unit_size, connection_fee, first_increment, next_increment, min_charge, valid_from) "
                               "SELECT deck_id, call_type, prefix, destination, zone, band, group_start, price, unit_size, "
                               "connection_fee, first_increment, next_increment, min_charge, valid_from FROM rates"))
+    with engine.begin() as c:   # a new rate gets the next id (PostgreSQL: the sequence moved on)
+        c.execute(sa.text("INSERT INTO rates (deck_id, call_type, prefix, destination, zone, band, group_start, price, "
+                          "unit_size, connection_fee, first_increment, next_increment, min_charge, valid_from) VALUES "
+                          "(1, 'voice', '337', 'France mobile', 'fr-mobile', '', 0, '0.02', 60, '0', 60, 60, '0', "
+                          "'2026-01-01 00:00:00+00')"))
+        assert c.execute(sa.text("SELECT max(id) FROM rates")).scalar() > 7   # (a refused insert may use one)
     engine.dispose()
     assert tuple(row) == (7, 1, "voice", "336", "", 0, "0.0123456", 60, "0.015", 30, 6, "0", None, None)
     assert Decimal(row.price) == Decimal("0.0123456")

@@ -142,6 +142,9 @@ def upgrade() -> None:
         "first_increment, next_increment, valid_from) "
         "SELECT id, deck_id, prefix, destination, zone, price_per_minute, 60, connection_fee, "
         "first_increment_s, next_increment_s, valid_from FROM rates")
+    if op.get_bind().dialect.name == 'postgresql':   # the copied ids do not move the id sequence
+        op.execute("SELECT setval(pg_get_serial_sequence('rates_v2', 'id'), coalesce(max(id), 1), "
+                   "max(id) IS NOT NULL) FROM rates_v2")
     with op.batch_alter_table('rates', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_rates_deck_id'))
     op.drop_table('rates')
