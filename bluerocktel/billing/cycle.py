@@ -22,6 +22,7 @@ import datetime as dt
 import os
 import uuid
 from collections import defaultdict
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,7 @@ from bluerocktel.db.models import (Account, BillingRun, Brand, Invoice, InvoiceL
 from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.money import D
 from bluerocktel.rating import rate_pending
+from bluerocktel.rating.pending import rating_lock
 from bluerocktel.settings import get_setting
 from bluerocktel.vocabulary import BillingRunStatus, InvoiceKind, InvoiceStatus
 from bluerocktel.workbench import Workbench
@@ -76,6 +78,7 @@ class RunContext:
     issued_amounts: list[tuple[str, int, int, int]] = field(default_factory=list)  # currency, subtotal, vat, total
     skipped: list[dict] = field(default_factory=list)           # {"account", "reason"}
     documents: list[str] = field(default_factory=list)          # PDF paths relative to data_dir
+    rating_hold: ExitStack = field(default_factory=ExitStack)   # the rating lock, rate_usage → issue_invoices
 
 
 def _parse_bool(value: bool | str) -> bool:
@@ -135,8 +138,16 @@ def prepare_run(data_dir: str | os.PathLike, period: str, dry_run: bool | str = 
 
 
 def rate_usage(ctx: RunContext) -> dict:
-    """Rate the period's CDRs not rated yet."""
+    """Rate the period's CDRs not rated yet.
+
+    Unless this is a dry run, the rating lock is then held until :func:`issue_invoices` ends:
+    a ``rate`` or ``rating rerate`` meanwhile waits, then finds the invoices issued and turns
+    what it prices into adjustments, instead of landing between the drafts and the invoices,
+    where nothing would bill it.
+    """
     ctx.rating = rate_pending(ctx.wb, months=[ctx.period.label]).as_dict()
+    if not ctx.dry_run:
+        ctx.rating_hold.enter_context(rating_lock(ctx.wb.lake_dir))
     return ctx.rating
 
 
@@ -221,6 +232,11 @@ def issue_invoices(ctx: RunContext, drafts: list[DraftInvoice]) -> list[str]:
     """
     if ctx.dry_run:
         return []
+    with ctx.rating_hold:     # released at the end, however issuing ends
+        return _issue_all(ctx, drafts)
+
+
+def _issue_all(ctx: RunContext, drafts: list[DraftInvoice]) -> list[str]:
     issued: list[str] = []
     for draft in sorted(drafts, key=lambda d: d.account_number):
         try:

@@ -124,7 +124,7 @@ def pending_cdrs(con, lake_dir: Path, month: str, tariff_version: str) -> pa.Tab
 
 
 @contextmanager
-def _rating_lock(lake_dir: Path) -> Iterator[None]:
+def rating_lock(lake_dir: Path) -> Iterator[None]:
     """One rating run at a time per lake, so that no CDR is rated twice."""
     lake_dir.mkdir(parents=True, exist_ok=True)
     with open(lake_dir / ".rating.lock", "a") as fh:
@@ -179,7 +179,7 @@ def rate_pending(wb: Workbench, months: list[str] | None = None, *, actor: str =
     summary = RatingSummary()
     written: list[Path] = []
     newly_billed: list[AccountMonthDelta] = []     # per account and invoiced month: what no invoice had
-    with _rating_lock(wb.lake_dir), rating_engine(engine, scheduler) as rate:
+    with rating_lock(wb.lake_dir), rating_engine(engine, scheduler) as rate:
         with wb.db.session() as session:
             tariffs = load_tariffs(session)
             months = months or lake_months(wb.lake_dir, "cdrs")

@@ -42,7 +42,7 @@ from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.lake import connect_duckdb, dataset_dir, partition_files, scan_sql, write_partition
 from bluerocktel.money import from_micro
 from bluerocktel.rating.kernel import rate_batch
-from bluerocktel.rating.pending import _rating_lock, latest_rated_sql
+from bluerocktel.rating.pending import rating_lock, latest_rated_sql
 from bluerocktel.rating.tariffs import load_tariffs
 from bluerocktel.vocabulary import InvoiceKind, RatingStatus
 from bluerocktel.workbench import Workbench
@@ -286,7 +286,7 @@ def rerate(wb: Workbench, months: list[str], *, account_number: str | None = Non
             account_id = s.scalar(sa.select(Account.id).where(Account.number == account_number))
         if account_id is None:
             raise NotFoundError(f"no account with number {account_number!r}")
-    with _rating_lock(wb.lake_dir):
+    with rating_lock(wb.lake_dir):
         with wb.db.session() as s:
             tariffs = load_tariffs(s)
         summary = RerateSummary(months, account_number, dry_run, tariffs.version)

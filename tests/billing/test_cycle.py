@@ -273,3 +273,28 @@ def test_two_concurrent_runs_bill_each_account_once_with_gapless_numbers(wb):
         per_account = s.execute(sa.select(Invoice.account_id, sa.func.count()).group_by(Invoice.account_id)).all()
     assert len(per_account) == 22 and all(count == 1 for _, count in per_account)
     assert ids["C003"] not in {account_id for account_id, _ in per_account}
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_rating_waits_while_a_run_is_between_its_drafts_and_its_invoices(wb, dry_run):
+    """A `rate` landing between build_drafts and issue_invoices would price calls that neither the
+    invoices nor any adjustment bill; so a real run holds the rating lock until its invoices are
+    issued (a dry run issues nothing and holds nothing)."""
+    import threading
+
+    from bluerocktel.billing.cycle import rate_usage
+    from bluerocktel.rating import rate_pending
+
+    ctx = prepare_run(wb.data_dir, "2026-03", dry_run, issue_date="2026-04-01")
+    finished = threading.Event()
+    try:
+        rate_usage(ctx)
+        drafts = build_drafts(ctx)
+        rater = threading.Thread(target=lambda: (rate_pending(wb), finished.set()), daemon=True)
+        rater.start()
+        assert finished.wait(1.5) is dry_run
+        issue_invoices(ctx, drafts)
+        assert finished.wait(30)
+        rater.join(5)
+    finally:
+        ctx.wb.close()

@@ -35,7 +35,7 @@ from bluerocktel.db.models import (Account, AuditEntry, Brand, Invoice, Product,
 from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.lake import partition_files, read_table, write_partition
 from bluerocktel.rating import rate_pending
-from bluerocktel.rating.pending import _rating_lock
+from bluerocktel.rating.pending import rating_lock
 from bluerocktel.rating.rerate import parse_period_range, rerate
 
 C1, C2, NOBODY = "+33123456789", "+33987654321", "+33999999999"
@@ -254,7 +254,7 @@ def test_rerate_waits_for_a_running_rating(wb):
         rerate(wb, ["2026-03"])
         finished.set()
 
-    with _rating_lock(wb.lake_dir):
+    with rating_lock(wb.lake_dir):
         worker = threading.Thread(target=run)
         worker.start()
         assert not finished.wait(0.5)
