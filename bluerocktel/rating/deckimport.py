@@ -463,6 +463,9 @@ def _parse_amount(text: str, decimal: str) -> Decimal:
     value = Decimal(compact.replace(",", "."))
     if value < 0:
         raise _Bad(f"{text!r} is negative")
+    if value.normalize().as_tuple().exponent < -6:
+        raise _Bad(f"{text!r} has more than 6 decimals (rating is exact to 1e-6: price a larger unit_size, "
+                   f"e.g. per minute rather than per second)")
     return value
 
 

@@ -98,7 +98,7 @@ def rated_cdr(lake_dir: Path, cdr_id: str, months: list[str] | None = None) -> d
     if not ratings:
         return None
     trace = trace_of(ratings[0])
-    trace["history"] = [{"rated_at": r["rated_at"], "rating_status": r["rating_status"],
+    trace["history"] = [{"rated_at": r["rated_at"], "rating_status": r["rating_status"], "account_id": r["account_id"],
                          "price": micro_text(r["price_micro"]), "tariff_version": r["tariff_version"]}
                         for r in ratings[1:]]
     return trace
@@ -138,9 +138,12 @@ def parse_segments(text: str | None) -> list[dict] | None:
 
 def hide_buy_side(trace: dict) -> dict:
     """What a customer may see of a trace (or a list row): no cost, margin, buy deck, buy rate or
-    carrier trunk (``dst_channel``), and no buy-side flag (negative_margin, no_cost). Returns a
+    carrier trunk (``dst_channel``), no buy-side flag (negative_margin, no_cost), and no earlier
+    rating that belonged to another account (a re-rating may have moved the call). Returns a
     new dict."""
     out = {**trace, **{name: None for name in BUY_SIDE_FIELDS if name in trace}}
+    if "history" in trace:
+        out["history"] = [h for h in trace["history"] if h.get("account_id") == trace.get("account_id")]
     out["flags"] = [f for f in trace.get("flags", []) if f not in BUY_SIDE_FLAGS]
     return out
 

@@ -228,6 +228,11 @@ def _check_rates(deck: RateDeck, rates: list[Rate]) -> dict[int, int]:
             raise TariffError(f"{rate}: group_start {r.group_start} is negative")
         if r.price < 0 or r.connection_fee < 0 or r.min_charge < 0 or (r.max_cost is not None and r.max_cost < 0):
             raise TariffError(f"{rate}: prices, fees, minimum charge and maximum cost must not be negative")
+        for field_name in ("price", "connection_fee", "min_charge", "max_cost"):
+            value = getattr(r, field_name)
+            if value is not None and value.normalize().as_tuple().exponent < -6:
+                raise TariffError(f"{rate}: {field_name} {value} has more than 6 decimals (amounts are exact to "
+                                  f"1e-6; price a larger unit_size instead, e.g. per minute rather than per second)")
         if r.price != 0 and r.unit_size < 1:
             raise TariffError(f"{rate}: unit_size {r.unit_size} must be >= 1")
         if r.max_cost is not None and r.max_cost_action not in actions:
@@ -247,8 +252,19 @@ def _check_rates(deck: RateDeck, rates: list[Rate]) -> dict[int, int]:
             raise TariffError(f"{version}: its rows (rates {', '.join(str(r.id) for r in rows)}) have different "
                               f"valid_to")
         for band in {r.band for r in rows}:
-            if not any(r.band == band and r.group_start == 0 for r in rows):
+            groups = sorted((r for r in rows if r.band == band), key=lambda r: r.group_start)
+            if groups[0].group_start != 0:
                 raise TariffError(f"{version}: band {band!r} has no row with group_start 0")
+            # a group must start where the previous one's increments end, or seconds are billed twice
+            edge = groups[0].first_increment
+            for previous, group in zip(groups, groups[1:]):
+                if group.group_start < edge or (group.group_start - edge) % previous.next_increment:
+                    raise TariffError(
+                        f"{version}: band {band!r}: group_start {group.group_start} (rate {group.id}) does not fall on "
+                        f"an increment boundary of the group before it (rate {previous.id}, increments "
+                        f"{previous.first_increment if previous is groups[0] else previous.next_increment}/"
+                        f"{previous.next_increment} from {previous.group_start}): seconds would be billed twice")
+                edge = group.group_start
         size = sizes.pop() if sizes else 1
         unit_sizes.update((r.id, size) for r in rows)
     return unit_sizes

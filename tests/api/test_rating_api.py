@@ -112,6 +112,20 @@ def operator(wb):
 
 # --- GET /rated-cdrs/{cdr_id} --------------------------------------------------------------------
 
+def test_a_customer_does_not_see_the_earlier_rating_of_another_account(client, operator, wb):
+    """A re-rating moved c-durand from Martin to Durand: Durand's user gets the trace without
+    Martin's earlier price; staff see the whole history."""
+    moved_from = rated_row("c-durand", dt.datetime(2026, 10, 5, 21, 59, tzinfo=UTC), account_id=operator["martin"],
+                           service_id=5, price_micro=99_000, rated_at=RATED_AT - dt.timedelta(days=3))
+    write_rated(wb, "2026-10", [moved_from])
+    tokens = operator["tokens"]
+    mine = client.get("/api/v1/rated-cdrs/c-durand", headers=bearer(tokens["bob"])).json()
+    assert (mine["price"], mine["history"]) == ("0.012000", [])
+    staff = client.get("/api/v1/rated-cdrs/c-durand", headers=bearer(tokens["read_only"])).json()
+    assert [h["price"] for h in staff["history"]] == ["0.099000"]
+
+
+
 def test_trace_of_a_band_split_call_with_cost_margin_and_history(client, operator):
     r = client.get("/api/v1/rated-cdrs/c-split", headers=bearer(operator["tokens"]["billing"]))
     assert r.status_code == 200, r.text

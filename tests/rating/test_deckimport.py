@@ -147,6 +147,7 @@ def test_a_malformed_sheet_lists_every_problem_with_line_column_and_value(tmp_pa
         "35;Portugal;0,01;60/60;;fax;\n"         # 13
         "36;Italy;0,01;60/60;1;;peak\n"          # 14 per second...
         "36;Italy;0,01;60/60;;;\n"               # 15 ...and per minute (default 60) for one prefix
+        "37;Gabon;0,0001667;60/60;1;;\n"          # 16 7 decimals: would be rounded to micro units
     ))
     error = refused(path, "generic-semicolon")
     assert [str(i) for i in error.issues] == [
@@ -164,8 +165,10 @@ def test_a_malformed_sheet_lists_every_problem_with_line_column_and_value(tmp_pa
         "bad.csv:13: column 'Call_Type': 'fax' is not a call type (voice, sms, data)",
         "bad.csv:15: column 'Unit_Size': unit size 60 differs from line 14's (1) for prefix '36': the rows of a "
         "prefix share one unit size",
+        "bad.csv:16: column 'Price': '0,0001667' has more than 6 decimals (rating is exact to 1e-6: price a larger "
+        "unit_size, e.g. per minute rather than per second)",
     ]
-    assert str(error).startswith("bad.csv: refused, 12 problems (nothing imported):\nbad.csv:3: column 'Prefix'")
+    assert str(error).startswith("bad.csv: refused, 13 problems (nothing imported):\nbad.csv:3: column 'Prefix'")
     assert (error.issues[1].line, error.issues[1].column, error.issues[1].value) == (4, "Price", "0,12x")
 
 

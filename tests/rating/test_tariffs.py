@@ -53,7 +53,7 @@ def test_every_table_is_loaded_in_the_kernel_schemas(wb):
         s.add_all([
             ServiceIdentifier(service_id=ids["service"], kind="trunk", value="SIP/acme",
                               valid_from=at("2026-01-01"), valid_to=at("2026-07-01")),
-            fr_rate(ids["deck"], price=Decimal("0.0125"), connection_fee=Decimal("0.0000005"), first_increment=30,
+            fr_rate(ids["deck"], price=Decimal("0.0125"), connection_fee=Decimal("0.000001"), first_increment=30,
                     next_increment=6, min_charge=Decimal("0.05"), max_cost=Decimal("2.5"), max_cost_action="cap"),
             fr_rate(ids["deck"], group_start=60, price=Decimal("0.5")),
             fr_rate(ids["deck"], band="peak", price=Decimal("0.02")),
@@ -84,7 +84,7 @@ def test_every_table_is_loaded_in_the_kernel_schemas(wb):
     assert [(r["band"], r["group_start"], r["price_micro"], r["unit_size"]) for r in plan] == [
         ("", 0, 12_500, 60), ("", 60, 500_000, 60), ("peak", 0, 20_000, 60)]   # per minute
     first = plan[0]
-    assert (first["connection_fee_micro"], first["first_increment"], first["next_increment"]) == (1, 30, 6)  # 0.0000005 -> 1 micro
+    assert (first["connection_fee_micro"], first["first_increment"], first["next_increment"]) == (1, 30, 6)  # 0.000001 = 1 micro
     assert (first["min_charge_micro"], first["max_cost_micro"], first["max_cost_action"]) == (50_000, 2_500_000, "cap")
     [band] = tariffs.bands.to_pylist()
     assert band["days"] == ["mon", "tue", "wed", "thu", "fri"] and (band["start_minute"], band["end_minute"]) == (480, 1140)
@@ -137,6 +137,8 @@ def test_the_fingerprint_changes_with_any_table(wb):
     ({"max_cost": Decimal("1"), "max_cost_action": "stop"}, {}, None, "max_cost_action 'stop'"),
     ({"max_cost": Decimal("1")}, {}, None, "max_cost_action None"),
     ({"band": "peak", "group_start": 60}, {}, None, "band 'peak' has no row with group_start 0"),
+    ({"price": Decimal("0.00016667")}, {}, None, r"price 0.00016667 has more than 6 decimals"),
+    ({"min_charge": Decimal("0.0000001")}, {}, None, r"min_charge 1E-7 has more than 6 decimals"),
     ({}, {"rounding_method": "nearest"}, None, "rounding_method 'nearest'"),
     ({}, {"rounding_decimals": 7}, None, "rounding_decimals 7 is outside 0..6"),
     ({}, {"increment_rounding_method": "up", "increment_rounding_decimals": -1}, None, "increment_rounding_decimals -1"),
@@ -177,3 +179,25 @@ def test_an_unknown_account_time_zone_is_refused(wb):
         s.add(ServiceIdentifier(service_id=ids["service"], kind="number", value="+331", valid_from=at("2026-01-01")))
     with wb.db.session() as s, pytest.raises(TariffError, match=r"account \d+: unknown time zone 'Mars/Olympus'"):
         load_tariffs(s)
+
+
+@pytest.mark.parametrize("groups, message", [
+    # 60/60 from 0 then a second group from 45 s: a 50 s call would bill 0-60 and again 45-50
+    ([(0, 60, 60), (45, 1, 1)], r"group_start 45 \(rate \d+\) does not fall on an increment boundary .* 60/60 from 0"),
+    # 30/6 from 0: boundaries 30, 36, 42 ... 60 is one (30 + 5 x 6); 61 is not
+    ([(0, 30, 6), (60, 1, 1), (61, 1, 1)], None),
+    ([(0, 30, 6), (62, 1, 1)], r"group_start 62"),
+    # a third group must sit on the second's next increment
+    ([(0, 60, 60), (60, 10, 10), (95, 1, 1)], r"group_start 95 .* 10/10 from 60"),
+])
+def test_grouped_intervals_must_start_on_an_increment_boundary(wb, groups, message):
+    with wb.db.transaction() as s:
+        ids = seed(s)
+        s.add_all([fr_rate(ids["deck"], group_start=start, first_increment=first, next_increment=nxt)
+                   for start, first, nxt in groups])
+    with wb.db.session() as s:
+        if message is None:
+            assert sorted(r["group_start"] for r in load_tariffs(s).rates.to_pylist()) == [0, 60, 61]
+        else:
+            with pytest.raises(TariffError, match=message):
+                load_tariffs(s)
