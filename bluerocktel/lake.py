@@ -94,7 +94,8 @@ RATED_SCHEMA = pa.schema(list(CDR_SCHEMA) + [
     ("unrounded_pico", pa.int64()),    # exact amount before any rounding, 1e-12 of the currency
     ("price_micro", pa.int64()),       # what the customer pays (rounding, min, max, bundle applied)
     ("bundle_id", pa.int64()),         # service bundle (service_bundles.id) that covered units
-    ("bundle_units", pa.int64()),      # base units the bundle covered
+    ("bundle_units", pa.int64()),      # base units the bundle(s) covered
+    ("bundle_split", pa.string()),     # 'sbid:units,sbid:units' when several bundles covered the call, else null
     ("cost_deck_id", pa.int64()),      # carrier's buy deck
     ("cost_rate_id", pa.int64()),
     ("cost_micro", pa.int64()),        # what the call costs us; null when no buy rate priced it

@@ -161,6 +161,7 @@ def _allocate(con, calls: pa.Table, grants: pa.Table, used: pa.Table | None):
     first_cover = np.full(n, -1, dtype=np.int64)
     first_match = np.full(n, -1, dtype=np.int64)
     fair = np.zeros(n, dtype=bool)
+    pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []     # (rid, sbid, units) covered, per level
     con.register(_GRANTS, grants)
     try:
         prepared = con.sql(_GRANTS_SQL.format(grants=_GRANTS)).to_arrow_table()
@@ -197,13 +198,32 @@ def _allocate(con, calls: pa.Table, grants: pa.Table, used: pa.Table | None):
                 cover[tight] = _running_cover(key[tight], calls["start_at"].take(at), calls["cdr_id"].take(at),
                                               rid[tight], d[tight], remaining[tight])
             covered[rid] += cover
+            some = cover > 0
+            pieces.append((rid[some], sbid[some], cover[some]))
             first_match[rid] = np.where(first_match[rid] < 0, sbid, first_match[rid])
             first_cover[rid] = np.where((first_cover[rid] < 0) & (cover > 0), sbid, first_cover[rid])
             fair[rid] |= pairs["fair_use"].to_numpy(zero_copy_only=False) & (cover < d)
     finally:
         for name in views:
             con.unregister(name)
-    return covered, first_cover, first_match, fair
+    return covered, first_cover, first_match, fair, _splits(n, pieces)
+
+
+def _splits(n: int, pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[str | None]:
+    """Per call, ``'sbid:units,...'`` (in bundle order) when more than one bundle covered it, else
+    None. Only the few calls that straddle two bundles get a string."""
+    splits: list[str | None] = [None] * n
+    if len(pieces) < 2:
+        return splits
+    rid = np.concatenate([p[0] for p in pieces])
+    counts = np.bincount(rid, minlength=n)
+    multi = np.flatnonzero(counts > 1)
+    if len(multi):
+        sbid, units = np.concatenate([p[1] for p in pieces]), np.concatenate([p[2] for p in pieces])
+        for r in multi.tolist():   # rare: at most one call per bundle and month runs over
+            at = np.flatnonzero(rid == r)
+            splits[r] = ",".join(f"{b}:{u}" for b, u in zip(sbid[at].tolist(), units[at].tolist()))
+    return splits
 
 
 def _flags(old: pa.Array, bundle: np.ndarray, fair_use: np.ndarray) -> pa.Array:
@@ -247,7 +267,7 @@ def apply_bundles(con, priced: pa.Table, tariffs, used: pa.Table | None) -> pa.T
     calls = priced.select(columns)
     if len(candidates) < priced.num_rows:
         calls = calls.take(pa.array(candidates))
-    covered, first_cover, first_match, fair = _allocate(con, calls, grants, used)
+    covered, first_cover, first_match, fair, splits = _allocate(con, calls, grants, used)
     matched = np.flatnonzero(first_match >= 0)
     if len(matched) == 0:
         return priced
@@ -282,6 +302,7 @@ def apply_bundles(con, priced: pa.Table, tariffs, used: pa.Table | None) -> pa.T
         "price_micro": price,
         "bundle_id": pa.array(np.where(sbid_cover >= 0, sbid_cover, sbid_match)),
         "bundle_units": pa.array(c),
+        "bundle_split": pa.array([splits[i] for i in matched.tolist()], pa.string()),
         "margin_micro": margin,
         "flags": _flags(priced["flags"].take(take).combine_chunks(), c > 0, fair[matched] & (c < b)),
     }
@@ -301,22 +322,29 @@ def bundle_usage(con, lake_dir: Path, months: list[str]) -> pa.Table:
     each ``cdr_id`` counts, so a re-rated CDR is counted once. Ordered by service bundle, then
     month.
 
-    A call covered by several bundles records all its units on its ``bundle_id`` (the first
-    that covered units, which it used up): a later rating of the same month then sees the next
-    bundle with those units still left (at most one call's units per bundle that runs out).
-    RATED_SCHEMA has no column for the split."""
+    A call covered by several bundles has its units per bundle in ``bundle_split``; they count
+    for each bundle."""
     if not months:
         return BUNDLE_USED_SCHEMA.empty_table()
     source = scan_sql(lake_dir, "rated", months)
     sql = f"""
         WITH latest AS (
-            SELECT bundle_id, bundle_units, strftime(make_timestamp(epoch_us(start_at)), '%Y-%m') AS month
+            SELECT bundle_id, bundle_units, bundle_split,
+                   strftime(make_timestamp(epoch_us(start_at)), '%Y-%m') AS month
             FROM {source}
             QUALIFY row_number() OVER (PARTITION BY cdr_id ORDER BY rated_at DESC NULLS LAST) = 1
+        ),
+        pieces AS (
+            SELECT bundle_id AS sbid, bundle_units AS units, month FROM latest
+            WHERE bundle_split IS NULL AND bundle_id IS NOT NULL AND bundle_units > 0
+            UNION ALL
+            SELECT CAST(split_part(piece, ':', 1) AS BIGINT), CAST(split_part(piece, ':', 2) AS BIGINT), month
+            FROM (SELECT unnest(string_split(bundle_split, ',')) AS piece, month FROM latest
+                  WHERE bundle_split IS NOT NULL)
         )
-        SELECT bundle_id AS service_bundle_id, month, CAST(sum(bundle_units) AS BIGINT) AS units
-        FROM latest
-        WHERE bundle_id IS NOT NULL AND bundle_units > 0 AND month IN (SELECT unnest($months::VARCHAR[]))
+        SELECT sbid AS service_bundle_id, month, CAST(sum(units) AS BIGINT) AS units
+        FROM pieces
+        WHERE month IN (SELECT unnest($months::VARCHAR[]))
         GROUP BY ALL
         ORDER BY service_bundle_id, month
     """

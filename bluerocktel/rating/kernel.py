@@ -978,6 +978,7 @@ def price_batch(con, cdrs: pa.Table, tariffs: Tariffs, rated_at: dt.datetime) ->
         "unrounded_pico": pa.array(np.where(rated, sell_col("upico"), 0), mask=unpriced),
         "price_micro": pa.array(price, mask=unpriced),
         "bundle_id": pa.nulls(n, pa.int64()), "bundle_units": pa.nulls(n, pa.int64()),
+        "bundle_split": pa.nulls(n, pa.string()),
         "cost_deck_id": _take(rates["deck_id"], cost_row), "cost_rate_id": _take(rates["rate_id"], cost_row),
         "cost_micro": pa.array(cost, mask=~buy_ok),
         "margin_micro": pa.array(margin, mask=~margin_ok),

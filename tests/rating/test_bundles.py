@@ -235,6 +235,23 @@ def test_two_bundles_on_one_service_lowest_id_first(con):
     # d: 370 of 400 covered: 40000 x 30 / 400 = 3000
     assert summary(got["d"]) == (8, 370, 3_000, "bundle")
     assert summary(got["e"]) == (8, 0, 6_000, "")
+    assert got["c"]["bundle_split"] == "7:20,8:30"            # the only call two bundles covered
+    assert [r for r in got if got[r]["bundle_split"] is not None] == ["c"]
+
+
+def test_a_call_split_over_two_bundles_counts_for_both_in_a_later_rating(con, tmp_path):
+    """c takes 20 s from bundle 7 and 30 s from 8; rated again later (a second batch), the lake's
+    usage must leave 8 with 500 - 100 - 30 = 370 s, not 400 (which the first bundle alone would say)."""
+    grants = [grant(8, zones=["fr_mobile", "fr_fixed"], allowance=500), grant(7, allowance=100)]
+    early = [rated("a", "2026-11-02 10:00", 80, 8_000), rated("b", "2026-11-02 11:00", 100, 10_000, zone="fr_fixed"),
+             rated("c", "2026-11-02 12:00", 50, 5_000)]
+    write_partition(tmp_path, "rated", "2026-11", apply_bundles(con, table(*early), make_tariffs(grants), None))
+    used = bundle_usage(con, tmp_path, ["2026-11"]).to_pylist()
+    assert used == [{"service_bundle_id": 7, "month": "2026-11", "units": 100},
+                    {"service_bundle_id": 8, "month": "2026-11", "units": 130}]
+    late = by_id(apply(con, [rated("d", "2026-11-02 13:00", 400, 40_000)], grants, bundle_usage(con, tmp_path,
+                                                                                                ["2026-11"])))
+    assert summary(late["d"]) == (8, 370, 3_000, "bundle")     # as when rated with the others at once
 
 
 def test_an_unlimited_bundle_after_a_finite_one_takes_the_rest(con):
@@ -437,7 +454,7 @@ def reference(rows: list[dict], grants: list[dict], used: dict, decks: dict) -> 
                           key=lambda g: g["service_bundle_id"])
         if not matching:
             continue
-        b, left, first, fair = r["billable_units"], r["billable_units"], None, False
+        b, left, first, fair, taken = r["billable_units"], r["billable_units"], None, False, []
         month = r["start_at"].strftime("%Y-%m")
         for g in matching:
             key = (g["service_bundle_id"], month)
@@ -450,6 +467,8 @@ def reference(rows: list[dict], grants: list[dict], used: dict, decks: dict) -> 
             fair |= g["allowance"] is None and g["fair_use_cap"] is not None and take < left
             if take > 0 and first is None:
                 first = g["service_bundle_id"]
+            if take > 0:
+                taken.append(f"{g['service_bundle_id']}:{take}")
             left -= take
         c = b - left
         if 0 < c < b:
@@ -462,6 +481,7 @@ def reference(rows: list[dict], grants: list[dict], used: dict, decks: dict) -> 
         elif c == b:
             r["price_micro"] = 0
         r["bundle_units"], r["bundle_id"] = c, first or matching[0]["service_bundle_id"]
+        r["bundle_split"] = ",".join(taken) if len(taken) > 1 else None
         r["margin_micro"] = None if r["cost_micro"] is None else r["price_micro"] - r["cost_micro"]
         old = set(filter(None, r["flags"].split(","))) - {"bundle", "fair_use_exceeded"}
         new = old | ({"bundle"} if c > 0 else set()) | ({"fair_use_exceeded"} if fair and left > 0 else set())

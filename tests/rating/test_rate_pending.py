@@ -41,9 +41,9 @@ def seed(wb) -> dict:
             Rate(deck_id=deck.id, prefix="336", destination="France mobile", zone="fr-mobile",
                  price=Decimal("0.1000"), connection_fee=Decimal("0.0150"),
                  first_increment=30, next_increment=6, valid_from=at("2026-01-01")),
-            # more decimals than micro units: loaded as round_half_up(0.01234567, 6) = 0.012346
+            # six decimals, priced per minute: 7 s cost 7 x 12346 / 60 micro
             Rate(deck_id=deck.id, prefix="44", destination="United Kingdom", zone="europe",
-                 price=Decimal("0.01234567"), first_increment=1, next_increment=1,
+                 price=Decimal("0.012346"), first_increment=1, next_increment=1,
                  valid_from=at("2026-01-01")),
             Rate(deck_id=unused.id, prefix="1", destination="NANP", zone="world",
                  price=Decimal("9"), valid_from=at("2026-01-01")),
