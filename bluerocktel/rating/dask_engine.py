@@ -179,7 +179,8 @@ class DaskRater:
         for group in range(groups):
             moved = item(1 + group)
             pieces.append(client.submit(_finish_group, on_workers, used, self.duckdb_threads, *moved, pure=False))
-        del priced, in_flight
+        priced.clear()   # drop our references to the partitions before gathering
+        del in_flight
         rated = pa.concat_tables(client.gather(pieces))
         if groups:    # rows back in input order: row i has rid i (without groups they are in order)
             order = np.empty(rows, dtype=np.int64)

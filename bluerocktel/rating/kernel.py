@@ -250,7 +250,7 @@ def prepare(con, tariffs: Tariffs) -> Prepared:
     decks_with_bands = pa.array(sorted(set(bands["deck_id"].to_pylist())), pa.int64())
 
     ct_case = "CASE call_type " + " ".join(f"WHEN '{c}' THEN {i}" for i, c in enumerate(_CALL_TYPES)) + " END"
-    rows = _sql_table(con, f"""
+    rows = _sql_table(con, """
         SELECT r.*, n.bid,
                dense_rank() OVER (ORDER BY deck_id, call_type, prefix, valid_from) - 1 AS vid,
                dense_rank() OVER (ORDER BY deck_id, call_type, prefix, valid_from, band) - 1 AS vbid
