@@ -17,7 +17,7 @@ Rules (DESIGN.md §3):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 from typing import Iterable, Sequence
 
@@ -73,6 +73,11 @@ def from_minor(minor: int, currency: str = "EUR") -> Decimal:
 def to_micro(value: Decimal, rounding: str = ROUND_HALF_UP) -> int:
     """Integer micro units (1e-6) of ``value``."""
     return int(quantize(value, 6, rounding).scaleb(6))
+
+
+def finer_than_micro(value: Decimal) -> bool:
+    """True when ``value`` has a non-zero digit beyond the 6th decimal: :func:`to_micro` would round it."""
+    return value != value.quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
 
 
 def from_micro(micro: int) -> Decimal:

@@ -98,3 +98,12 @@ def test_money_refuses_mixed_currencies():
 def test_format_minor():
     assert format_minor(123456) == "1\u202f234,56\u00a0€"
     assert format_minor(-5, locale="en") == "-€0.05"
+
+
+@pytest.mark.parametrize("text, finer", [("0.012346", False), ("0.0123460000", False), ("12", False),
+                                         ("0.0000005", True), ("0.01234567", True), ("1E-7", True)])
+def test_finer_than_micro_says_whether_to_micro_would_round(text, finer):
+    from bluerocktel.money import finer_than_micro, from_micro, to_micro
+
+    assert finer_than_micro(Decimal(text)) is finer
+    assert (from_micro(to_micro(Decimal(text))) != Decimal(text)) is finer

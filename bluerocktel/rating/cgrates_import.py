@@ -89,6 +89,7 @@ from sqlalchemy.orm import Session
 from bluerocktel.audit import record_audit
 from bluerocktel.db.models import Rate, RateDeck, RatingProfile, TimeBand
 from bluerocktel.errors import UserFacingError
+from bluerocktel.money import finer_than_micro
 from bluerocktel.rating.cgrates import (
     ANY,
     NS_PER_S,
@@ -225,10 +226,6 @@ def _digits(prefix: str) -> str | None:
     return p if p.isdigit() else None
 
 
-def _more_than_6_decimals(value: Decimal) -> bool:
-    return value != value.quantize(Decimal("0.000001"), rounding="ROUND_DOWN")
-
-
 class _Builder:
     def __init__(self, plan: TariffPlan):
         self.plan = plan
@@ -254,7 +251,7 @@ class _Builder:
 
     # -- rates -------------------------------------------------------------------------------
     def _amount_ok(self, what: str, value: Decimal) -> bool:
-        if _more_than_6_decimals(value):
+        if finer_than_micro(value):
             self.problem(f"{what} {value} has more than 6 decimals (prices are exact to 1e-6 here)")
             return False
         return True

@@ -154,6 +154,7 @@ from sqlalchemy.orm import Session
 
 from bluerocktel.db.models import Rate, RateDeck, TimeBand
 from bluerocktel.errors import FormatError, NotFoundError, UserFacingError
+from bluerocktel.money import finer_than_micro
 from bluerocktel.vocabulary import CallType, MaxCostAction, RateDeckKind
 
 MAX_ISSUES = 50
@@ -463,7 +464,7 @@ def _parse_amount(text: str, decimal: str) -> Decimal:
     value = Decimal(compact.replace(",", "."))
     if value < 0:
         raise _Bad(f"{text!r} is negative")
-    if value.normalize().as_tuple().exponent < -6:
+    if finer_than_micro(value):
         raise _Bad(f"{text!r} has more than 6 decimals (rating is exact to 1e-6: price a larger unit_size, "
                    f"e.g. per minute rather than per second)")
     return value

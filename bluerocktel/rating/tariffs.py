@@ -39,7 +39,7 @@ from bluerocktel.db.models import (
 )
 from bluerocktel.errors import UserFacingError
 from bluerocktel.lake import UTC_TS
-from bluerocktel.money import to_micro
+from bluerocktel.money import finer_than_micro, to_micro
 from bluerocktel.vocabulary import CallType, MaxCostAction, RoundingMethod
 
 # Service identifiers joined with their service and account: who pays for a CDR.
@@ -230,7 +230,7 @@ def _check_rates(deck: RateDeck, rates: list[Rate]) -> dict[int, int]:
             raise TariffError(f"{rate}: prices, fees, minimum charge and maximum cost must not be negative")
         for field_name in ("price", "connection_fee", "min_charge", "max_cost"):
             value = getattr(r, field_name)
-            if value is not None and value.normalize().as_tuple().exponent < -6:
+            if value is not None and finer_than_micro(value):
                 raise TariffError(f"{rate}: {field_name} {value} has more than 6 decimals (amounts are exact to "
                                   f"1e-6; price a larger unit_size instead, e.g. per minute rather than per second)")
         if r.price != 0 and r.unit_size < 1:
