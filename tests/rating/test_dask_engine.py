@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import inspect
 import json
 import random
 import socket
@@ -344,12 +343,8 @@ def test_without_a_scheduler_a_local_cluster_of_2_workers_is_started(sqlite_wb):
 
 # --- rate_pending and the command with --engine dask ---------------------------------------------
 
-ENGINE_WIRED = "engine" in inspect.signature(rate_pending).parameters
-needs_wiring = pytest.mark.skipif(not ENGINE_WIRED, reason="rate_pending has no engine= yet (the pending.py/cli.py "
-                                                           "change in the Dask engine's report is not applied)")
 
 
-@needs_wiring
 def test_rate_pending_on_dask_writes_what_the_local_engine_writes(sqlite_wb, cluster, tmp_path):
     wb = sqlite_wb
     seed(wb)
@@ -379,7 +374,6 @@ def test_rate_pending_on_dask_writes_what_the_local_engine_writes(sqlite_wb, clu
     assert len(partition_files(on_dask.lake_dir, "rated")) == len(partition_files(wb.lake_dir, "rated"))  # 1 a month
 
 
-@needs_wiring
 def test_the_rate_command_with_the_dask_engine(sqlite_wb, cluster, capsys):
     wb = sqlite_wb
     seed(wb)
