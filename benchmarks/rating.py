@@ -8,8 +8,7 @@ weekdays 08:00-19:00) with an all-time row for the weekend and French public hol
 the prefixes with a grouped interval (a cheaper price from 60 s); deck rounding half-up at 4
 decimals. A buy deck with the same prefixes (1/1, no bands) behind a carrier trunk that 90% of
 the calls use. 10k services identified by caller number (plus account codes and trunks),
-accounts in Europe/Paris; 10% of the services have a monthly bundle on two zones (skipped when
-``bluerocktel.rating.bundles`` is missing: the output says so).
+accounts in Europe/Paris; 10% of the services have a monthly bundle on two zones.
 
 CDRs: a month (October 2026, so calls cross the DST night and bands), callees extending a random
 prefix (1% match none), 2% from unknown callers, 80% answered for 1..900 s, 85% outbound.
@@ -180,12 +179,7 @@ def main() -> None:
     rates = build_rates(rng, prefixes)
     identifiers = build_identifiers(args.services)
     cdrs = build_cdrs(rng, args.cdrs, prefixes, args.services)
-    try:
-        import bluerocktel.rating.bundles  # noqa: F401
-        bundle_note = f"{bundles.num_rows} service bundles"
-    except ImportError:
-        bundles = SERVICE_BUNDLE_SCHEMA.empty_table()
-        bundle_note = "NO bundles (bluerocktel.rating.bundles is missing)"
+    bundle_note = f"{bundles.num_rows} service bundles"
     tariffs = build_tariffs(identifiers, decks, rates, bands, trunks, bundles)
     print(f"{cdrs.num_rows:,} CDRs; {rates.num_rows:,} rates ({len(prefixes):,} prefixes, sell with 3 bands + buy), "
           f"{identifiers.num_rows:,} identifiers, {bundle_note}")

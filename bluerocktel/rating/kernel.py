@@ -80,6 +80,7 @@ import pyarrow.compute as pc
 
 from bluerocktel.lake import CDR_SCHEMA, RATED_SCHEMA, UTC_TS
 from bluerocktel.rating.bands import band_intervals
+from bluerocktel.rating.bundles import apply_bundles
 from bluerocktel.rating.tariffs import (
     BAND_SCHEMA,
     DECK_SCHEMA,
@@ -1047,11 +1048,4 @@ def rate_batch(con, cdrs: pa.Table, tariffs: Tariffs, rated_at: dt.datetime, bun
     (:func:`bluerocktel.rating.bundles.apply_bundles`, which recomputes margin and flags of the
     rows it changes). ``bundle_used``: units of each service bundle consumed in each month by
     earlier ratings (:data:`~bluerocktel.rating.bundles.BUNDLE_USED_SCHEMA`)."""
-    priced = price_batch(con, cdrs, tariffs, rated_at)
-    try:
-        from bluerocktel.rating.bundles import apply_bundles
-    except ImportError:
-        if tariffs.bundles.num_rows:
-            raise
-        return priced
-    return apply_bundles(con, priced, tariffs, bundle_used)
+    return apply_bundles(con, price_batch(con, cdrs, tariffs, rated_at), tariffs, bundle_used)
