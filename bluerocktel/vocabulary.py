@@ -76,7 +76,7 @@ class RateDeckKind(StrEnum):
 
 class BillingRunStatus(StrEnum):
     RUNNING = "running"
-    PREVIEWED = "previewed"        # dry run finished
+    PREVIEWED = "previewed"        # dry run finished; ``approved_by`` set once approved for issuing
     COMPLETED = "completed"
     FAILED = "failed"
 
@@ -87,10 +87,14 @@ class InvoiceKind(StrEnum):
 
 
 class InvoiceStatus(StrEnum):
+    """Where an issued invoice (or credit note) stands; its amounts never change."""
+
     ISSUED = "issued"
     SENT = "sent"
-    PAID = "paid"
+    PARTIALLY_PAID = "partially_paid"
+    PAID = "paid"                  # settled by payments and/or credit notes
     DISPUTED = "disputed"
+    CREDITED = "credited"          # fully cancelled by credit notes
 
 
 class InvoiceLineKind(StrEnum):
@@ -98,6 +102,85 @@ class InvoiceLineKind(StrEnum):
     ONE_OFF = "one_off"
     USAGE = "usage"
     ADJUSTMENT = "adjustment"
+    DISCOUNT = "discount"
+    MINIMUM = "minimum"            # top-up to a contract's minimum commitment
+    FEE = "fee"                    # late fee, direct-debit reject fee
+    CREDIT = "credit"              # a credit note's line
+
+
+class BillingTiming(StrEnum):
+    ADVANCE = "advance"            # the period being started is billed
+    ARREARS = "arrears"            # the period just ended is billed
+
+
+class DiscountKind(StrEnum):
+    PERCENT = "percent"            # value 0.10 = 10 %
+    AMOUNT = "amount"              # value per month, before VAT
+
+
+class ChargeKind(StrEnum):
+    ONE_OFF = "one_off"            # installation, hardware
+    FEE = "fee"                    # late fee, reject fee
+
+
+class PaymentStatus(StrEnum):
+    RECEIVED = "received"
+    RETURNED = "returned"          # a direct debit returned or a payment reversed: allocations reversed
+
+
+class PaymentSource(StrEnum):
+    MANUAL = "manual"
+    CAMT053 = "camt053"            # bank statement import
+    SEPA = "sepa"                  # direct-debit collection
+
+
+class MandateStatus(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class SequenceType(StrEnum):
+    """SEPA direct-debit sequence types (pain.008 ``SeqTp``)."""
+
+    FRST = "FRST"
+    RCUR = "RCUR"
+    OOFF = "OOFF"
+    FNAL = "FNAL"
+
+
+class DirectDebitStatus(StrEnum):
+    PENDING = "pending"
+    COLLECTED = "collected"
+    RETURNED = "returned"
+
+
+class DunningAction(StrEnum):
+    REMINDER = "reminder"          # e-mail
+    LATE_FEE = "late_fee"          # e-mail and a fee on the next invoice
+    SUSPEND = "suspend"            # suspend the account's services (service events emitted)
+
+
+class EmailStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class ScheduleJob(StrEnum):
+    BILLING_RUN = "billing_run"    # params: dry_run, brand; the period is the month before the run
+    RATE = "rate"
+    COLLECT = "collect"
+    DUNNING = "dunning"
+    SEPA_BATCH = "sepa_batch"
+    SEND_EMAILS = "send_emails"
+
+
+class ServiceEventKind(StrEnum):
+    ORDERED = "ordered"
+    ACTIVATED = "activated"
+    SUSPENDED = "suspended"
+    REACTIVATED = "reactivated"
+    TERMINATED = "terminated"
 
 
 class PaymentMethod(StrEnum):

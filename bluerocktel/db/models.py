@@ -99,6 +99,21 @@ class Brand(TimestampMixin, Base):
     phone: Mapped[str | None] = mapped_column(String(40))
     iban: Mapped[str | None] = mapped_column(String(40))
     invoice_prefix: Mapped[str] = mapped_column(String(16), default="FA")
+    # The seller's legal identity printed on invoices and put in Factur-X (issue 5).
+    siret: Mapped[str | None] = mapped_column(String(14))
+    legal_form: Mapped[str | None] = mapped_column(String(64))          # "SAS", "SARL"...
+    share_capital: Mapped[str | None] = mapped_column(String(40))       # as printed: "50 000 EUR"
+    rcs: Mapped[str | None] = mapped_column(String(100))                # "RCS Lyon 912 345 678"
+    postcode: Mapped[str | None] = mapped_column(String(16))
+    city: Mapped[str | None] = mapped_column(String(100))
+    country: Mapped[str] = mapped_column(String(2), default="FR", server_default="FR")
+    bic: Mapped[str | None] = mapped_column(String(11))
+    sepa_creditor_id: Mapped[str | None] = mapped_column(String(35))    # ICS, e.g. FR12ZZZ123456
+    late_penalty_rate: Mapped[Decimal] = mapped_column(DecimalText, default=Decimal("0.12"), server_default="0.12")
+    # ``{prefix}``, ``{year}`` and ``{n}`` (format spec allowed): FA-2026-000123
+    invoice_number_pattern: Mapped[str] = mapped_column(String(64), default="{prefix}-{year}-{n:06d}",
+                                                        server_default="{prefix}-{year}-{n:06d}")
+    credit_note_prefix: Mapped[str] = mapped_column(String(16), default="AV", server_default="AV")
     sections: Mapped[list] = mapped_column(JSON, default=lambda: ["invoices", "calls", "services"])
 
 
@@ -118,6 +133,7 @@ class Account(TimestampMixin, Base):
     city: Mapped[str | None] = mapped_column(String(100))
     country: Mapped[str] = mapped_column(String(2), default="FR")
     siren: Mapped[str | None] = mapped_column(String(9))
+    siret: Mapped[str | None] = mapped_column(String(14))
     vat_number: Mapped[str | None] = mapped_column(String(20))
     vat_regime: Mapped[str] = mapped_column(String(24), default="fr")
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
@@ -154,7 +170,8 @@ class Product(TimestampMixin, Base):
     kind: Mapped[str] = mapped_column(String(16))
     price: Mapped[Decimal] = mapped_column(DecimalText, default=Decimal(0))
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
-    billing_period_months: Mapped[int] = mapped_column(Integer, default=1)
+    billing_period_months: Mapped[int] = mapped_column(Integer, default=1)     # 1 monthly, 12 yearly
+    billing_timing: Mapped[str] = mapped_column(String(8), default="advance", server_default="advance")  # BillingTiming
     vat_rate: Mapped[Decimal] = mapped_column(DecimalText, default=Decimal("0.20"))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
@@ -171,6 +188,42 @@ class Contract(TimestampMixin, Base):
     commitment_end: Mapped[dt.date | None] = mapped_column(Date)
     notice_days: Mapped[int] = mapped_column(Integer, default=30)
     auto_renew: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Minimum commitment: the account's monthly net amount (before VAT) is topped up to this.
+    minimum_monthly: Mapped[Decimal | None] = mapped_column(DecimalText)
+
+
+class Discount(TimestampMixin, Base):
+    """A percentage or fixed-amount discount on an account (or one service), for a date range."""
+
+    __tablename__ = "discounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"))
+    kind: Mapped[str] = mapped_column(String(8))                 # DiscountKind
+    value: Mapped[Decimal] = mapped_column(DecimalText)          # 0.10 for 10 %, or an amount per month
+    applies_to: Mapped[str] = mapped_column(String(16), default="all")   # subscription | usage | all
+    description: Mapped[str] = mapped_column(String(200))
+    valid_from: Mapped[dt.date] = mapped_column(Date)
+    valid_to: Mapped[dt.date | None] = mapped_column(Date)       # exclusive
+
+
+class OneOffCharge(Base):
+    """A charge billed once by the next invoice: installation, hardware, a late or reject fee."""
+
+    __tablename__ = "one_off_charges"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"))
+    product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"))
+    kind: Mapped[str] = mapped_column(String(16), default="one_off")     # ChargeKind
+    description: Mapped[str] = mapped_column(String(300))
+    quantity: Mapped[Decimal] = mapped_column(DecimalText, default=Decimal(1))
+    unit_price: Mapped[Decimal] = mapped_column(DecimalText)
+    vat_rate: Mapped[Decimal | None] = mapped_column(DecimalText)      # None: the account's rate
+    charge_date: Mapped[dt.date] = mapped_column(Date)
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"), index=True)   # set when billed
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200), default="system")
 
 
 class RateDeck(TimestampMixin, Base):
@@ -452,16 +505,22 @@ class BillingRun(Base):
     notebook_path: Mapped[str | None] = mapped_column(String(500))   # relative to the data dir
     summary: Mapped[dict] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    report_path: Mapped[str | None] = mapped_column(String(500))       # control report (xlsx), data-dir relative
+    step: Mapped[str | None] = mapped_column(String(32))               # last step finished, to resume
+    approved_by: Mapped[str | None] = mapped_column(String(200))       # dry runs: who approved issuing
+    approved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    approved_run_id: Mapped[int | None] = mapped_column(ForeignKey("billing_runs.id", name="fk_billing_runs_approved_run_id"))  # issue runs: the dry run
 
 
 class InvoiceSequence(Base):
     """Gapless invoice numbering: the last number used per issuer (brand) and year."""
 
     __tablename__ = "invoice_sequences"
-    __table_args__ = (UniqueConstraint("brand_id", "year"),)
+    __table_args__ = (UniqueConstraint("brand_id", "year", "kind", name="uq_invoice_sequences_brand_year_kind"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id"))
     year: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16), default="invoice", server_default="invoice")  # InvoiceKind
     last_number: Mapped[int] = mapped_column(Integer, default=0)
 
 
@@ -484,7 +543,15 @@ class Invoice(TimestampMixin, Base):
     subtotal_minor: Mapped[int] = mapped_column(BigInteger)
     vat_minor: Mapped[int] = mapped_column(BigInteger)
     total_minor: Mapped[int] = mapped_column(BigInteger)
-    pdf_path: Mapped[str | None] = mapped_column(String(500))  # relative to the data dir
+    pdf_path: Mapped[str | None] = mapped_column(String(500))  # relative to the data dir (Factur-X PDF/A-3)
+    annex_path: Mapped[str | None] = mapped_column(String(500))  # call-detail annex PDF, data-dir relative
+    language: Mapped[str] = mapped_column(String(2), default="fr", server_default="fr")
+    vat_regime: Mapped[str] = mapped_column(String(24), default="fr", server_default="fr")
+    seller: Mapped[dict] = mapped_column(JSON, default=dict, server_default="{}")   # identities as at issue
+    buyer: Mapped[dict] = mapped_column(JSON, default=dict, server_default="{}")
+    reason: Mapped[str | None] = mapped_column(Text)           # credit notes: why
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     account: Mapped[Account] = relationship()
     brand: Mapped[Brand] = relationship()
@@ -520,6 +587,155 @@ class Payment(TimestampMixin, Base):
     method: Mapped[str] = mapped_column(String(16), default="transfer")
     reference: Mapped[str | None] = mapped_column(String(100))
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="received", server_default="received")  # PaymentStatus
+    source: Mapped[str] = mapped_column(String(16), default="manual", server_default="manual")       # PaymentSource
+    bank_reference: Mapped[str | None] = mapped_column(String(100))   # statement entry ref: imported once
+    returned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    return_reason: Mapped[str | None] = mapped_column(String(100))
+    created_by: Mapped[str] = mapped_column(String(200), default="system", server_default="system")
+
+    __table_args__ = (UniqueConstraint("source", "bank_reference", name="uq_payment_bank_reference"),)
+
+
+class Allocation(Base):
+    """Part of a payment or of a credit note settling an invoice; amounts of a source sum to at most its total."""
+
+    __tablename__ = "allocations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True)
+    credit_note_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reversed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)   # payment returned
+
+
+class SepaMandate(TimestampMixin, Base):
+    """A SEPA Core direct-debit mandate signed by the account holder."""
+
+    __tablename__ = "sepa_mandates"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    umr: Mapped[str] = mapped_column(String(35), unique=True)          # unique mandate reference
+    signed_on: Mapped[dt.date] = mapped_column(Date)
+    debtor_name: Mapped[str] = mapped_column(String(140))
+    iban: Mapped[str] = mapped_column(String(34))
+    bic: Mapped[str | None] = mapped_column(String(11))
+    sequence_type: Mapped[str] = mapped_column(String(4), default="FRST")   # next collection: FRST | RCUR | OOFF
+    status: Mapped[str] = mapped_column(String(16), default="active")      # MandateStatus
+    revoked_on: Mapped[dt.date | None] = mapped_column(Date)
+    last_collected_on: Mapped[dt.date | None] = mapped_column(Date)
+
+
+class SepaBatch(Base):
+    """One pain.008 message: the collections of one creditor (brand) on one date."""
+
+    __tablename__ = "sepa_batches"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id"))
+    message_id: Mapped[str] = mapped_column(String(35), unique=True)
+    collection_date: Mapped[dt.date] = mapped_column(Date)
+    file_path: Mapped[str | None] = mapped_column(String(500))       # data-dir relative
+    transactions: Mapped[int] = mapped_column(Integer, default=0)
+    total_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="generated")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200), default="system")
+
+
+class DirectDebit(Base):
+    """One invoice collected under a mandate in a batch; a return reopens the invoice."""
+
+    __tablename__ = "direct_debits"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("sepa_batches.id"), index=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    mandate_id: Mapped[int] = mapped_column(ForeignKey("sepa_mandates.id"), index=True)
+    end_to_end_id: Mapped[str] = mapped_column(String(35), unique=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    sequence_type: Mapped[str] = mapped_column(String(4))
+    status: Mapped[str] = mapped_column(String(16), default="pending")   # DirectDebitStatus
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
+    return_reason: Mapped[str | None] = mapped_column(String(8))        # ISO reason code: AM04, MD01...
+    returned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    fee_charge_id: Mapped[int | None] = mapped_column(ForeignKey("one_off_charges.id"))
+
+
+class DunningStage(Base):
+    """One step of the dunning ladder: so many days after the due date, do this."""
+
+    __tablename__ = "dunning_stages"
+    __table_args__ = (UniqueConstraint("brand_id", "position"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    brand_id: Mapped[int | None] = mapped_column(ForeignKey("brands.id"))   # None: every brand
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))
+    days_after_due: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))                  # DunningAction
+    fee: Mapped[Decimal | None] = mapped_column(DecimalText)         # late fee (before VAT), late_fee stages
+
+
+class DunningEvent(Base):
+    """A dunning stage applied to an invoice (once)."""
+
+    __tablename__ = "dunning_events"
+    __table_args__ = (UniqueConstraint("invoice_id", "stage_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("dunning_stages.id"))
+    action: Mapped[str] = mapped_column(String(16))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    email_id: Mapped[int | None] = mapped_column(ForeignKey("email_messages.id"))
+    charge_id: Mapped[int | None] = mapped_column(ForeignKey("one_off_charges.id"))
+
+
+class EmailMessage(Base):
+    """The outbox: every e-mail the system sends (invoices, reminders, tickets), kept with its outcome."""
+
+    __tablename__ = "email_messages"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    to_addr: Mapped[str] = mapped_column(String(500))
+    subject: Mapped[str] = mapped_column(String(300))
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str | None] = mapped_column(Text)
+    attachments: Mapped[list] = mapped_column(JSON, default=list)      # data-dir relative paths
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)   # EmailStatus
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    related_type: Mapped[str | None] = mapped_column(String(32))
+    related_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Schedule(TimestampMixin, Base):
+    """A job run by ``bluerocktel scheduler`` on a cron-like schedule (in the operator's time zone)."""
+
+    __tablename__ = "schedules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    cron: Mapped[str] = mapped_column(String(100))                    # "0 6 1 * *"
+    job: Mapped[str] = mapped_column(String(32))                      # ScheduleJob
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_run_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_run_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[str | None] = mapped_column(String(16))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ServiceEvent(Base):
+    """A service lifecycle event (activated, suspended, ...): the outbox provisioning webhooks deliver."""
+
+    __tablename__ = "service_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))                     # ServiceEventKind
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(200), default="system")
+    payload: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
 class User(TimestampMixin, Base):
