@@ -277,3 +277,25 @@ class RatingFlag(StrEnum):
     FAIR_USE_EXCEEDED = "fair_use_exceeded"   # beyond an unlimited bundle's fair-use cap
     NEGATIVE_MARGIN = "negative_margin"   # it costs us more than we charge
     NO_COST = "no_cost"                   # billable, but no carrier trunk or buy rate priced it
+
+
+class QuoteStatus(StrEnum):
+    DRAFT = "draft"
+    SENT = "sent"
+    ACCEPTED = "accepted"          # a contract was created from it
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class DeliveryStatus(StrEnum):
+    """A webhook delivery: retried with backoff until delivered or out of attempts."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"              # gave up; can be replayed by hand
+
+
+class ActivityKind(StrEnum):
+    CALL = "call"                  # journaled by 3CX
+    NOTE = "note"
+    EMAIL = "email"

@@ -166,6 +166,7 @@ class Product(TimestampMixin, Base):
     __tablename__ = "products"
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)
+    brand_id: Mapped[int | None] = mapped_column(ForeignKey("brands.id"))   # None: sold by every brand
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))
     price: Mapped[Decimal] = mapped_column(DecimalText, default=Decimal(0))
@@ -190,6 +191,8 @@ class Contract(TimestampMixin, Base):
     auto_renew: Mapped[bool] = mapped_column(Boolean, default=True)
     # Minimum commitment: the account's monthly net amount (before VAT) is topped up to this.
     minimum_monthly: Mapped[Decimal | None] = mapped_column(DecimalText)
+    signed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    signatory_contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
 
 
 class Discount(TimestampMixin, Base):
@@ -387,6 +390,7 @@ class Service(TimestampMixin, Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     contract_id: Mapped[int | None] = mapped_column(ForeignKey("contracts.id"))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
     rate_deck_id: Mapped[int | None] = mapped_column(ForeignKey("rate_decks.id"))
     label: Mapped[str] = mapped_column(String(200))
@@ -777,6 +781,15 @@ class Ticket(TimestampMixin, Base):
     priority: Mapped[str] = mapped_column(String(16), default="normal")
     category: Mapped[str] = mapped_column(String(64), default="general")
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    opened_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # SLA: due instants fixed when the ticket is opened (from sla_targets), and when they were met.
+    first_response_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    resolution_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    first_response_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     messages: Mapped[list["TicketMessage"]] = relationship(back_populates="ticket", order_by="TicketMessage.id")
 
 
@@ -785,10 +798,164 @@ class TicketMessage(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     author_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    author_email: Mapped[str | None] = mapped_column(String(200))      # a reply by e-mail, no user
     body: Mapped[str] = mapped_column(Text)
     internal: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     ticket: Mapped[Ticket] = relationship(back_populates="messages")
+
+
+class TicketAttachment(Base):
+    """A file attached to a ticket message, stored under the data dir (size and type limited)."""
+
+    __tablename__ = "ticket_attachments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("ticket_messages.id"), index=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(500))                      # data-dir relative
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Team(TimestampMixin, Base):
+    """A helpdesk team tickets can be assigned to."""
+
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    email: Mapped[str | None] = mapped_column(String(200))
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+
+
+class SlaTarget(Base):
+    """Helpdesk service levels per priority, in minutes of elapsed time."""
+
+    __tablename__ = "sla_targets"
+    priority: Mapped[str] = mapped_column(String(16), primary_key=True)    # TicketPriority
+    first_response_minutes: Mapped[int] = mapped_column(Integer)
+    resolution_minutes: Mapped[int] = mapped_column(Integer)
+
+
+class Site(TimestampMixin, Base):
+    """A customer's premises (where services are delivered)."""
+
+    __tablename__ = "sites"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(Text, default="")
+    postcode: Mapped[str | None] = mapped_column(String(16))
+    city: Mapped[str | None] = mapped_column(String(100))
+    country: Mapped[str] = mapped_column(String(2), default="FR")
+
+
+class PriceList(TimestampMixin, Base):
+    """A brand's prices for catalog products, effective-dated; overrides ``Product.price``."""
+
+    __tablename__ = "price_lists"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id"), index=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    valid_from: Mapped[dt.date] = mapped_column(Date)
+    valid_to: Mapped[dt.date | None] = mapped_column(Date)                # exclusive
+
+
+class PriceListItem(Base):
+    __tablename__ = "price_list_items"
+    __table_args__ = (UniqueConstraint("price_list_id", "product_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    price_list_id: Mapped[int] = mapped_column(ForeignKey("price_lists.id"), index=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    price: Mapped[Decimal] = mapped_column(DecimalText)
+
+
+class Quote(TimestampMixin, Base):
+    """A priced offer to an account; accepting it creates the contract and its ordered services."""
+
+    __tablename__ = "quotes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(40), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id"))
+    status: Mapped[str] = mapped_column(String(16), default="draft")       # QuoteStatus
+    currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    valid_until: Mapped[dt.date] = mapped_column(Date)
+    term_months: Mapped[int] = mapped_column(Integer, default=12)
+    created_by: Mapped[str] = mapped_column(String(200), default="system")
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    contract_id: Mapped[int | None] = mapped_column(ForeignKey("contracts.id"))
+    lines: Mapped[list["QuoteLine"]] = relationship(order_by="QuoteLine.position")
+
+
+class QuoteLine(Base):
+    __tablename__ = "quote_lines"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    quote_id: Mapped[int] = mapped_column(ForeignKey("quotes.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    description: Mapped[str] = mapped_column(String(300))
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    unit_price: Mapped[Decimal] = mapped_column(DecimalText)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+
+
+class WebhookSubscription(TimestampMixin, Base):
+    """A provisioning system's endpoint: service events are POSTed to it, signed with its secret."""
+
+    __tablename__ = "webhook_subscriptions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    url: Mapped[str] = mapped_column(String(1000))
+    secret: Mapped[str] = mapped_column(String(200))         # encrypted at rest (bluerocktel.security)
+    events: Mapped[list] = mapped_column(JSON, default=list)  # ServiceEventKind values; empty = all
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(200), default="system")
+
+
+class WebhookDelivery(Base):
+    """One event to one subscription: attempts with backoff, the outcome of each kept in ``log``."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("subscription_id", "event_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("webhook_subscriptions.id"), index=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("service_events.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)   # DeliveryStatus
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    log: Mapped[list] = mapped_column(JSON, default=list)    # [{"at", "status_code", "error", "ms"}]
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Activity(Base):
+    """Something that happened with a customer: a call journaled by 3CX, a note, an e-mail."""
+
+    __tablename__ = "activities"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    kind: Mapped[str] = mapped_column(String(16))               # ActivityKind
+    direction: Mapped[str | None] = mapped_column(String(8))    # CallDirection for calls
+    number: Mapped[str | None] = mapped_column(String(64))
+    agent: Mapped[str | None] = mapped_column(String(200))      # 3CX extension or user
+    subject: Mapped[str] = mapped_column(String(300), default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    duration_s: Mapped[int | None] = mapped_column(Integer)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)   # 3CX call id: journaled once
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AuditEntry(Base):
