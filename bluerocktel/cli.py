@@ -334,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="compute and report, issue nothing")
     p.set_defaults(func=cmd_billing_run)
 
+    from bluerocktel.webhooks_cli import add_webhooks_parser
+
+    add_webhooks_parser(sub, common)
+
     p = sub.add_parser("serve", parents=[common, serve_opts], help="serve API, portal and staff app")
     p.add_argument("--dashboards", action="store_true", help="also start the Voila dashboards")
     p.set_defaults(func=cmd_serve)

@@ -99,6 +99,34 @@ def load_active_user(session: Session, user_id: int) -> User:
     return user
 
 
+def _fernet(key: str):
+    """A Fernet cipher keyed by the workbench secret key (HKDF-SHA256, its own context)."""
+    import base64
+
+    from cryptography.fernet import Fernet
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"bluerocktel.secrets-at-rest").derive(
+        key.encode())
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
+def encrypt_text(key: str, plaintext: str) -> str:
+    """``plaintext`` encrypted and authenticated (Fernet: AES-128-CBC + HMAC-SHA256) for storage at rest."""
+    return _fernet(key).encrypt(plaintext.encode()).decode()
+
+
+def decrypt_text(key: str, token: str) -> str:
+    """The text :func:`encrypt_text` stored; a wrong key or a tampered value raises ``AuthError``."""
+    from cryptography.fernet import InvalidToken
+
+    try:
+        return _fernet(key).decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise AuthError("stored secret cannot be decrypted with this data dir's secret key") from exc
+
+
 def create_api_token(session: Session, user: User, name: str, scopes: list[str] | None = None) -> str:
     """Create a token for ``user``; returns the token text, which is never stored."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
