@@ -11,3 +11,7 @@ class NotFoundError(UserFacingError):
 
 class FormatError(UserFacingError):
     """A whole input (file, sheet, mapping) is unusable; per-record problems are ``...Issue`` values."""
+
+
+class ConflictError(UserFacingError):
+    """The request is valid but the object's current state refuses it (a service already terminated...)."""

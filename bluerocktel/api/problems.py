@@ -2,7 +2,7 @@
 
 ``install_problem_handlers(app)`` maps refused requests to problems: :class:`AuthError` → 401
 (with ``WWW-Authenticate: Bearer``), :class:`ForbiddenError` → 403, :class:`NotFoundError` →
-404, other :class:`UserFacingError` → 400, validation errors → 422, and Starlette's own
+404, :class:`ConflictError` → 409, other :class:`UserFacingError` → 400, validation errors → 422, and Starlette's own
 HTTP errors (unknown route 404, 405, ...) keep their status. A bug is a 500 problem without
 details; the traceback goes to the log.
 """
@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bluerocktel.errors import NotFoundError, UserFacingError
+from bluerocktel.errors import ConflictError, NotFoundError, UserFacingError
 from bluerocktel.security import AuthError
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError):
         return problem(request, 404, str(exc))
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(request: Request, exc: ConflictError):
+        return problem(request, 409, str(exc))
 
     @app.exception_handler(UserFacingError)
     async def _refused(request: Request, exc: UserFacingError):

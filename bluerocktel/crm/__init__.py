@@ -1,0 +1,1 @@
+"""CRM: accounts, contacts, contracts, quotes, services and their lifecycle."""
