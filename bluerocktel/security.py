@@ -151,15 +151,19 @@ def authenticate_token(session: Session, token: str) -> User:
 # Rating: ``rating:read`` (any rated CDR's trace with cost and margin, the unrated queue, the
 # anomalies: admin, billing, support, read_only; not sales). A customer sees its own account's
 # traces only, without the buy side, and never the queue or the anomalies.
+# CRM and helpdesk: ``services:write`` (activate, suspend, reactivate, terminate: admin, sales,
+# support), ``tickets:read`` (every staff role) and ``tickets:write`` (reply, change status:
+# admin, support), ``webhooks:write`` (subscriptions, delivery log, replay: admin only).
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.ADMIN: frozenset({"accounts:read", "accounts:write", "invoices:read", "billing:run", "billing:issue",
                            "cdrs:read", "cdrs:import", "cdrs:sources", "users:write", "audit:read",
-                           "tickets:write", "rating:read"}),
+                           "tickets:read", "tickets:write", "rating:read", "services:write", "webhooks:write"}),
     Role.BILLING: frozenset({"accounts:read", "invoices:read", "billing:run", "billing:issue", "cdrs:read",
-                             "cdrs:import", "rating:read"}),
-    Role.SUPPORT: frozenset({"accounts:read", "invoices:read", "tickets:write", "cdrs:read", "rating:read"}),
-    Role.SALES: frozenset({"accounts:read", "accounts:write", "cdrs:read"}),
-    Role.READ_ONLY: frozenset({"accounts:read", "invoices:read", "cdrs:read", "rating:read"}),
+                             "cdrs:import", "rating:read", "tickets:read"}),
+    Role.SUPPORT: frozenset({"accounts:read", "invoices:read", "tickets:read", "tickets:write", "cdrs:read",
+                             "rating:read", "services:write"}),
+    Role.SALES: frozenset({"accounts:read", "accounts:write", "cdrs:read", "tickets:read", "services:write"}),
+    Role.READ_ONLY: frozenset({"accounts:read", "invoices:read", "cdrs:read", "rating:read", "tickets:read"}),
     Role.CUSTOMER: frozenset({"portal"}),
 }
 

@@ -2,15 +2,18 @@
 
 ``router`` holds every ``/api/v1`` route: accounts, invoices and billing runs
 (:mod:`bluerocktel.api.routes`), CDR mediation under ``/api/v1/cdr`` (:mod:`bluerocktel.api.cdr`)
-and rating traces, the unrated queue and anomalies (:mod:`bluerocktel.api.rating`).
+rating traces, the unrated queue and anomalies (:mod:`bluerocktel.api.rating`), and services,
+tickets and webhooks (:mod:`bluerocktel.api.crm`).
 """
 
 from bluerocktel.api.cdr import router as cdr_router
+from bluerocktel.api.crm import router as crm_router
 from bluerocktel.api.problems import install_problem_handlers
 from bluerocktel.api.rating import router as rating_router
 from bluerocktel.api.routes import router
 
 router.include_router(cdr_router)
 router.include_router(rating_router)
+router.include_router(crm_router)
 
 __all__ = ["install_problem_handlers", "router"]
