@@ -24,6 +24,8 @@ from tornado.web import create_signed_value
 import bluerocktel
 from bluerocktel.api import install_problem_handlers
 from bluerocktel.api import router as api_router
+from bluerocktel.api.etag import ETagMiddleware
+from bluerocktel.api.ratelimit import RateLimiter
 from bluerocktel.security import Principal
 from bluerocktel.web.downloads import router as downloads_router
 from bluerocktel.web.login import router as login_router
@@ -80,4 +82,6 @@ def create_app(wb: Workbench) -> FastAPI:
             route.include_in_schema = False
 
     app.add_middleware(SessionAuthMiddleware, wb=wb, panel_user_cookie=panel_user_cookie)
+    app.add_middleware(ETagMiddleware)
+    app.state.rate_limiter = RateLimiter()
     return app

@@ -21,7 +21,8 @@ from sqlalchemy.orm import selectinload
 from bluerocktel.api.idempotency import IdempotencyDep
 from bluerocktel.api.problems import ForbiddenError
 from bluerocktel.api.schemas import Page
-from bluerocktel.api.routes import _PROBLEMS, Caller, Cursor, DbSession, Limit, account_scope, keyset_page
+from bluerocktel.api.routes import (_PROBLEMS, Caller, Cursor, DbSession, Limit, UpdatedSince, account_scope,
+                                    changed_since, keyset_page)
 from bluerocktel.crm.lifecycle import transition
 from bluerocktel.db.models import Service, Ticket, WebhookDelivery, WebhookSubscription
 from bluerocktel.errors import NotFoundError, UserFacingError
@@ -92,10 +93,11 @@ def _visible_service(session, principal: Principal, service_id: int) -> Service:
             responses=_PROBLEMS)
 def list_services(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
                   account_id: Annotated[int | None, Query()] = None,
-                  status: Annotated[str | None, Query(description="ordered, active, suspended, terminated")] = None):
+                  status: Annotated[str | None, Query(description="ordered, active, suspended, terminated")] = None,
+                  updated_since: UpdatedSince = None):
     """Services by id; a customer token lists its own account's."""
     scope = account_scope(principal, "accounts:read")
-    query = select(Service).options(selectinload(Service.identifiers))
+    query = changed_since(select(Service).options(selectinload(Service.identifiers)), Service, updated_since)
     if scope is not None:
         query = query.where(Service.account_id == scope)
     if account_id is not None:
@@ -226,10 +228,10 @@ def _visible_ticket(session, principal: Principal, ticket_id: int) -> Ticket:
             responses=_PROBLEMS)
 def list_tickets(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
                  account_id: Annotated[int | None, Query()] = None,
-                 status: Annotated[TicketStatus | None, Query()] = None):
+                 status: Annotated[TicketStatus | None, Query()] = None, updated_since: UpdatedSince = None):
     """Tickets, newest first; a customer token lists its own account's."""
     scope = _ticket_scope(principal)
-    query = select(Ticket)
+    query = changed_since(select(Ticket), Ticket, updated_since)
     if scope is not None:
         query = query.where(Ticket.account_id == scope)
     if account_id is not None:

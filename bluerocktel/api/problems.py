@@ -2,7 +2,7 @@
 
 ``install_problem_handlers(app)`` maps refused requests to problems: :class:`AuthError` → 401
 (with ``WWW-Authenticate: Bearer``), :class:`ForbiddenError` → 403, :class:`NotFoundError` →
-404, :class:`ConflictError` → 409, other :class:`UserFacingError` → 400, validation errors → 422, and Starlette's own
+404, :class:`ConflictError` → 409, :class:`RateLimitedError` → 429 (``Retry-After``), other :class:`UserFacingError` → 400, validation errors → 422, and Starlette's own
 HTTP errors (unknown route 404, 405, ...) keep their status. A bug is a 500 problem without
 details; the traceback goes to the log.
 """
@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bluerocktel.api.ratelimit import RateLimitedError
 from bluerocktel.errors import ConflictError, NotFoundError, UserFacingError
 from bluerocktel.security import AuthError
 
@@ -43,6 +44,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(AuthError)
     async def _auth(request: Request, exc: AuthError):
         return problem(request, 401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="bluerocktel"'})
+
+    @app.exception_handler(RateLimitedError)
+    async def _limited(request: Request, exc: RateLimitedError):
+        return problem(request, 429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(ForbiddenError)
     async def _forbidden(request: Request, exc: ForbiddenError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import re
 from typing import Annotated, Iterator
 
@@ -44,13 +45,18 @@ DbSession = Annotated[Session, Depends(db_session)]
 
 def current_principal(request: Request) -> Principal:
     """The caller of a bearer token, authenticated in its own committed transaction (so the
-    token's ``last_used_at`` write does not hold a lock for the rest of the request)."""
+    token's ``last_used_at`` write does not hold a lock for the rest of the request), then
+    charged one request of its rate limit (:mod:`bluerocktel.api.ratelimit`)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("send an API token: Authorization: Bearer <token>")
     with request.app.state.wb.db.transaction() as session:
-        return Principal.of(authenticate_token(session, token.strip()))
+        principal = Principal.of(authenticate_token(session, token.strip()))
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        limiter.take("token:" + hashlib.sha256(token.strip().encode()).hexdigest()[:24])
+    return principal
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
@@ -95,13 +101,26 @@ def keyset_page(session: Session, query, model, out, cursor: str | None, limit: 
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+UpdatedSince = Annotated[dt.datetime | None, Query(
+    description="only objects created or changed at or after this instant (ISO 8601 with offset): for sync jobs, "
+                "pass the largest updated_at seen by the previous sync")]
+
+
+def changed_since(query, model, since: dt.datetime | None):
+    """``query`` restricted to rows of ``model`` updated at or after ``since`` (naive means UTC)."""
+    if since is None:
+        return query
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.timezone.utc)
+    return query.where(model.updated_at >= since)
 
 
 @router.get("/accounts", response_model=Page[AccountOut], responses=_PROBLEMS)
-def list_accounts(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None):
+def list_accounts(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
+                  updated_since: UpdatedSince = None):
     """Accounts by id; a customer token lists only its own account."""
     scope = account_scope(principal, "accounts:read")
-    query = select(Account)
+    query = changed_since(select(Account), Account, updated_since)
     if scope is not None:
         query = query.where(Account.id == scope)
     return keyset_page(session, query, Account, AccountOut, cursor, limit)
@@ -122,10 +141,11 @@ _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 @router.get("/invoices", response_model=Page[InvoiceOut], responses=_PROBLEMS)
 def list_invoices(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
                   account_id: Annotated[int | None, Query(description="only this account's invoices")] = None,
-                  period: Annotated[str | None, Query(description="billing period YYYY-MM (its first day)")] = None):
+                  period: Annotated[str | None, Query(description="billing period YYYY-MM (its first day)")] = None,
+                  updated_since: UpdatedSince = None):
     """Invoices and credit notes, newest first."""
     scope = account_scope(principal, "invoices:read")
-    query = select(Invoice)
+    query = changed_since(select(Invoice), Invoice, updated_since)
     if scope is not None:
         query = query.where(Invoice.account_id == scope)
     if account_id is not None:
