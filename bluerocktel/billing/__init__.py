@@ -3,3 +3,5 @@
 Importing this package is cheap: papermill and WeasyPrint are imported inside the functions
 that need them (``pipeline.run_billing_cycle``, ``bluerocktel.documents.invoice``).
 """
+
+from bluerocktel.billing import invoices as _invoice_guard  # noqa: E402,F401  (registers the immutability guard)

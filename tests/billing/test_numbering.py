@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from bluerocktel.billing.numbering import allocate_invoice_number, format_invoice_number
 from bluerocktel.db.models import Brand, InvoiceSequence
+from bluerocktel.errors import UserFacingError
 
 
 def _brands(wb):
@@ -81,3 +82,27 @@ def test_concurrent_transactions_get_gapless_unique_numbers(wb):
     assert sorted(numbers) == [format_invoice_number("FA", 2026, n) for n in range(1, len(numbers) + 1)]
     with wb.db.session() as s:
         assert s.scalar(sa.select(InvoiceSequence.last_number)) == len(numbers)
+
+
+def test_credit_notes_have_their_own_sequence_with_the_brand_pattern(wb):
+    with wb.db.transaction() as s:
+        brand = Brand(code="C", name="C", legal_name="C SAS", invoice_prefix="FA", credit_note_prefix="AV",
+                      invoice_number_pattern="{prefix}{year}/{n:05d}")
+        s.add(brand)
+    taken = []
+    for kind in ("invoice", "credit_note", "invoice", "invoice", "credit_note"):
+        with wb.db.transaction() as s:
+            taken.append(allocate_invoice_number(s, brand, 2026, kind=kind))
+    assert taken == ["FA2026/00001", "AV2026/00001", "FA2026/00002", "FA2026/00003", "AV2026/00002"]
+    with wb.db.session() as s:
+        rows = s.execute(sa.select(InvoiceSequence.kind, InvoiceSequence.last_number)
+                         .where(InvoiceSequence.brand_id == brand.id).order_by(InvoiceSequence.kind)).all()
+    assert [tuple(r) for r in rows] == [("credit_note", 2), ("invoice", 3)]
+
+
+def test_a_bad_pattern_is_named():
+    with pytest.raises(UserFacingError, match=r"invoice number pattern '\{prefix\}-\{yr\}' is invalid"):
+        format_invoice_number("AV", 2026, 1, "{prefix}-{yr}")
+    with pytest.raises(UserFacingError, match="does not contain the sequence number"):
+        format_invoice_number("AV", 2026, 7, "{prefix}-{year}")
+    assert format_invoice_number("AV", 2026, 7, "{year}-{prefix}-{n:04d}") == "2026-AV-0007"
