@@ -52,3 +52,26 @@ def parse_period(text: str) -> Period:
     start = dt.date(year, month, 1)
     end = dt.date(year + 1, 1, 1) if month == 12 else dt.date(year, month + 1, 1)
     return Period(f"{year:04d}-{month:02d}", start, end)
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """The first day of the month ``months`` after (or before, if negative) the month of ``day``."""
+    index = day.year * 12 + day.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def month_of(day: dt.date) -> Period:
+    """The calendar month containing ``day``."""
+    return parse_period(f"{day.year:04d}-{day.month:02d}")
+
+
+def previous_period(period: Period) -> Period:
+    """The month before ``period``."""
+    return month_of(period.period_start - dt.timedelta(days=1))
+
+
+def overlap_days(start: dt.date, end: dt.date, other_start: dt.date | None, other_end: dt.date | None) -> int:
+    """Days ``[start, end)`` shares with ``[other_start, other_end)`` (``None``: unbounded on that side)."""
+    lo = max(start, other_start) if other_start is not None else start
+    hi = min(end, other_end) if other_end is not None else end
+    return max((hi - lo).days, 0)
