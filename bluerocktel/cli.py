@@ -333,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--brand", default=None, help="only this brand code")
     p.add_argument("--dry-run", action="store_true", help="compute and report, issue nothing")
     p.set_defaults(func=cmd_billing_run)
+    from bluerocktel.billing.cli_money import add_commands as add_money_commands
+
+    add_money_commands(billing, common)
+    from bluerocktel.billing.cli_collect import add_commands as add_collect_commands
+
+    add_collect_commands(billing, common)
+    from bluerocktel.billing.cli_charges import add_commands as add_charges_commands
+
+    add_charges_commands(billing, common)
 
     from bluerocktel.webhooks_cli import add_webhooks_parser
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -530,7 +531,9 @@ class InvoiceSequence(Base):
 
 class Invoice(TimestampMixin, Base):
     __tablename__ = "invoices"
-    __table_args__ = (UniqueConstraint("account_id", "period_start", "kind", name="uq_invoice_account_period"),)
+    # One invoice per account and period; credit notes are not limited (several may correct one invoice).
+    __table_args__ = (Index("uq_invoice_account_period", "account_id", "period_start", unique=True,
+                            sqlite_where=text("kind = 'invoice'"), postgresql_where=text("kind = 'invoice'")),)
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str] = mapped_column(String(40), unique=True)
     kind: Mapped[str] = mapped_column(String(16), default="invoice")

@@ -238,7 +238,11 @@ def upgrade() -> None:
         batch_op.create_foreign_key('fk_tickets_contact_id', 'contacts', ['contact_id'], ['id'])
         batch_op.create_foreign_key('fk_tickets_opened_by_user_id', 'users', ['opened_by_user_id'], ['id'])
 
-    # ### end Alembic commands ###
+    # One invoice per account and period, but any number of credit notes: a partial unique index.
+    with op.batch_alter_table('invoices', schema=None) as batch_op:
+        batch_op.drop_constraint('uq_invoice_account_period', type_='unique')
+    op.create_index('uq_invoice_account_period', 'invoices', ['account_id', 'period_start'], unique=True,
+                    sqlite_where=sa.text("kind = 'invoice'"), postgresql_where=sa.text("kind = 'invoice'"))
 
 
 def downgrade() -> None:
