@@ -14,6 +14,12 @@ a window, most urgent first. Changing the priority recomputes the due instants f
 
 Customers see their own account's tickets and public messages only; internal notes never leave
 the staff side (:func:`visible_messages`).
+
+E-mail notifications are queued in the outbox (:mod:`bluerocktel.mail`) with the change that
+causes them: a ticket opened (acknowledgement to the customer, notice to the desk), a public
+staff reply or a resolution (to the customer), a customer reply (to the assignee, else the team,
+else the ``support_email`` inbox). Internal notes notify nobody. Texts follow the account's
+language (FR/EN).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from bluerocktel.audit import record_audit
 from bluerocktel.db.models import (Account, Invoice, Service, SlaTarget, Team, Ticket, TicketAttachment, TicketMessage,
                                    User, utcnow)
 from bluerocktel.errors import ConflictError, NotFoundError, UserFacingError
+from bluerocktel.mail import queue_email
+from bluerocktel.settings import get_setting
 from bluerocktel.vocabulary import STAFF_ROLES, TicketPriority, TicketStatus
 
 # priority -> (first response, resolution), minutes of elapsed time
@@ -63,6 +71,26 @@ ALLOWED_TYPES: dict[str, tuple[bytes, ...] | None] = {
     "audio/wav": (b"RIFF",),
 }
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+# event -> language -> (subject, body); formatted with ticket id, subject and the message text
+_NOTICES = {
+    "opened": {"fr": ("[Ticket #{id}] Demande reçue : {subject}",
+                      "Bonjour,\n\nNous avons bien reçu votre demande n° {id} « {subject} ».\n"
+                      "Notre équipe vous répond au plus vite.\n\n{body}"),
+               "en": ("[Ticket #{id}] Request received: {subject}",
+                      "Hello,\n\nWe have received your request #{id} \"{subject}\".\n"
+                      "Our team will answer shortly.\n\n{body}")},
+    "desk": {"fr": ("[Ticket #{id}] {subject}", "Ticket n° {id} ({priority}) sur le compte {account} :\n\n{body}"),
+             "en": ("[Ticket #{id}] {subject}", "Ticket #{id} ({priority}) on account {account}:\n\n{body}")},
+    "replied": {"fr": ("[Ticket #{id}] Réponse : {subject}", "Bonjour,\n\n{body}\n\nRépondez depuis votre espace client."),
+                "en": ("[Ticket #{id}] Reply: {subject}", "Hello,\n\n{body}\n\nAnswer from your customer area.")},
+    "resolved": {"fr": ("[Ticket #{id}] Résolu : {subject}",
+                        "Bonjour,\n\nNous considérons votre demande n° {id} comme résolue. "
+                        "Répondez depuis votre espace client si ce n'est pas le cas."),
+                 "en": ("[Ticket #{id}] Resolved: {subject}",
+                        "Hello,\n\nWe consider your request #{id} resolved. "
+                        "Answer from your customer area if it is not.")},
+}
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:
@@ -101,6 +129,36 @@ def _is_staff(session: Session, user_id: int | None) -> bool:
     return user is not None and user.active and user.role in STAFF_ROLES
 
 
+def _customer_address(session: Session, ticket: Ticket) -> str | None:
+    """Who hears from the desk: the user who opened the ticket, else the first message's sender, else the account."""
+    opener = session.get(User, ticket.opened_by_user_id) if ticket.opened_by_user_id else None
+    if opener is not None and opener.role not in STAFF_ROLES:
+        return opener.email
+    first = ticket.messages[0] if ticket.messages else None
+    if first is not None and first.author_email:
+        return first.author_email
+    return session.get(Account, ticket.account_id).email
+
+
+def _desk_address(session: Session, ticket: Ticket) -> str:
+    """Who hears from the customer: the assignee, else the team, else the support inbox."""
+    assignee = session.get(User, ticket.assignee_id) if ticket.assignee_id else None
+    if assignee is not None and assignee.active:
+        return assignee.email
+    team = session.get(Team, ticket.team_id) if ticket.team_id else None
+    return team.email if team is not None and team.email else get_setting("support_email")
+
+
+def _notify(session: Session, ticket: Ticket, event: str, to: str | None, body: str = "") -> None:
+    if not to:
+        return
+    account = session.get(Account, ticket.account_id)
+    subject, text = _NOTICES[event]["en" if account.language == "en" else "fr"]
+    values = {"id": ticket.id, "subject": ticket.subject, "body": body, "priority": ticket.priority,
+              "account": account.number}
+    queue_email(session, to, subject.format(**values), text.format(**values), related=("ticket", ticket.id))
+
+
 def open_ticket(session: Session, account_id: int, subject: str, body: str, *, actor: str,
                 priority: str = TicketPriority.NORMAL, category: str = "general", service_id: int | None = None,
                 invoice_id: int | None = None, author_user_id: int | None = None, author_email: str | None = None,
@@ -127,6 +185,10 @@ def open_ticket(session: Session, account_id: int, subject: str, body: str, *, a
                               body=body.strip(), internal=False, created_at=at))
     record_audit(session, actor, "ticket.open", "ticket", ticket.id, account_id=account_id, priority=priority)
     session.flush()
+    session.refresh(ticket, ["messages"])
+    if not _is_staff(session, author_user_id):
+        _notify(session, ticket, "opened", _customer_address(session, ticket), body.strip())
+    _notify(session, ticket, "desk", _desk_address(session, ticket), body.strip())
     return ticket
 
 
@@ -163,6 +225,11 @@ def reply(session: Session, ticket_id: int, body: str, *, actor: str, author_use
     session.flush()
     record_audit(session, actor, "ticket.note" if internal else "ticket.reply", "ticket", ticket.id,
                  message_id=message.id)
+    if not internal:
+        if staff:
+            _notify(session, ticket, "replied", _customer_address(session, ticket), message.body)
+        else:
+            _notify(session, ticket, "desk", _desk_address(session, ticket), message.body)
     return message
 
 
@@ -182,6 +249,8 @@ def set_status(session: Session, ticket_id: int, status: str, *, actor: str, now
     elif status == TicketStatus.OPEN:
         ticket.resolved_at = None
     record_audit(session, actor, "ticket.status", "ticket", ticket.id, previous=previous, status=status)
+    if status == TicketStatus.RESOLVED:
+        _notify(session, ticket, "resolved", _customer_address(session, ticket))
     return ticket
 
 

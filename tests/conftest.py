@@ -92,3 +92,4 @@ def wb(database_url, data_dir):
 # portal tests.
 from sample_operator import app, client, sample  # noqa: E402,F401  (fixtures)
 from browser_support import browser  # noqa: E402,F401  (fixture: headless Chromium)
+from smtp_support import smtp, smtp_server  # noqa: E402,F401  (fixtures: a local SMTP server)

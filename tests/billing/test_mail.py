@@ -3,7 +3,6 @@
 import datetime as dt
 import email
 import os
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from email import policy
 
@@ -13,45 +12,10 @@ import sqlalchemy as sa
 from bluerocktel.db.models import Account, Brand, EmailMessage, Invoice
 from bluerocktel.errors import UserFacingError
 from bluerocktel.mail import MAX_ATTEMPTS, queue_email, send_queued
+from smtp_support import free_port   # the smtp fixture comes from conftest
 from test_sepa import run_cli
 
-aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
-
 PDF = b"%PDF-1.4\n% invoice FA-2026-000007\n%%EOF\n"
-
-
-class Inbox:
-    def __init__(self):
-        self.envelopes = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def smtp_server():
-    inbox = Inbox()
-    controller = aiosmtpd_controller.Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, inbox
-    controller.stop()
-
-
-@pytest.fixture
-def smtp(smtp_server, monkeypatch):
-    controller, inbox = smtp_server
-    inbox.envelopes.clear()
-    monkeypatch.setenv("BLUEROCKTEL_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("BLUEROCKTEL_SMTP_PORT", str(controller.port))
-    monkeypatch.setenv("BLUEROCKTEL_SMTP_FROM", "factures@bluerock.example")
-    return inbox
 
 
 def make_invoice(wb) -> int:

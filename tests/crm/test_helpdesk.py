@@ -170,3 +170,31 @@ def test_attachments_are_limited_by_size_and_real_type(wb, desk):
             add_attachment(s, wb.data_dir, message_id, "log.txt", "text/plain", b"\xff\xfe\x00")
     with wb.db.session() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(TicketAttachment)) == 1
+
+
+def test_ticket_events_are_mailed_to_the_right_people(wb, desk, smtp):
+    import email
+    from email import policy
+
+    from bluerocktel.mail import send_queued
+
+    ticket_id = _open(wb, desk)                              # by the customer: acknowledgement + desk notice
+    with wb.db.transaction() as s:
+        reply(s, ticket_id, "Internal: check the SBC logs", actor="sam", author_user_id=desk["sam"], internal=True)
+        reply(s, ticket_id, "We restarted your trunk.", actor="sam", author_user_id=desk["sam"])
+        assign(s, ticket_id, actor="lead", user_id=desk["sam"])
+        reply(s, ticket_id, "Works now, thanks!", actor="alice", author_user_id=desk["alice"])
+        set_status(s, ticket_id, "resolved", actor="sam")
+    assert send_queued(wb)["sent"] == 5
+    received = [(env.rcpt_tos, email.message_from_bytes(env.content, policy=policy.default))
+                for env in smtp.envelopes]
+    assert [(to, m["Subject"]) for to, m in received] == [
+        (["alice@martin.example"], f"[Ticket #{ticket_id}] Demande reçue : No dial tone"),
+        (["support@localhost"], f"[Ticket #{ticket_id}] No dial tone"),
+        (["alice@martin.example"], f"[Ticket #{ticket_id}] Réponse : No dial tone"),
+        (["sam@bluerock.example"], f"[Ticket #{ticket_id}] No dial tone"),
+        (["alice@martin.example"], f"[Ticket #{ticket_id}] Résolu : No dial tone"),
+    ]
+    bodies = [m.get_body(("plain",)).get_content() for _, m in received]
+    assert "We restarted your trunk." in bodies[2] and "Works now, thanks!" in bodies[3]
+    assert not any("SBC logs" in body for body in bodies)    # internal notes never leave the desk
