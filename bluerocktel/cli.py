@@ -342,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bluerocktel.billing.cli_charges import add_commands as add_charges_commands
 
     add_charges_commands(billing, common)
+    from bluerocktel.billing.cli_documents import add_commands as add_documents_commands
+
+    add_documents_commands(billing, common)
 
     from bluerocktel.webhooks_cli import add_webhooks_parser
 
