@@ -111,6 +111,10 @@ def cmd_credit_note(args) -> int:
         payload = {"number": note.number, "invoice": invoice.number, "subtotal_minor": note.subtotal_minor,
                    "vat_minor": note.vat_minor, "total_minor": note.total_minor, "currency": note.currency,
                    "invoice_status": str(invoice.status)}
+        note_id = note.id
+    from bluerocktel.documents.batch import render_invoice_documents
+
+    payload["pdf"] = (render_invoice_documents(wb, [note_id], workers=1) or [None])[0]   # its Factur-X PDF
     _emit(args, payload, f"credit note {payload['number']} for {payload['invoice']}: "
                          f"{format_minor(payload['total_minor'], payload['currency'])} incl. VAT; "
                          f"invoice now {payload['invoice_status']}")

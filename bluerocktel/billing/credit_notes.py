@@ -33,6 +33,7 @@ from bluerocktel.billing.numbering import allocate_invoice_number
 from bluerocktel.billing.payments import (lock_account, open_invoices, operator_today, parse_amount_minor,
                                           refresh_invoice_status)
 from bluerocktel.db.models import Allocation, Invoice, InvoiceLine
+from bluerocktel.documents.parties import party_snapshot_buyer, party_snapshot_seller
 from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.money import D, MoneyError, div_half_up, from_minor, minor_digits, quantize
 from bluerocktel.vocabulary import InvoiceKind, InvoiceLineKind, InvoiceStatus
@@ -142,7 +143,10 @@ def issue_credit_note(session: Session, invoice_id: int, *,
         brand_id=invoice.brand_id, credits_invoice_id=invoice.id, currency=invoice.currency,
         period_start=invoice.period_start, period_end=invoice.period_end, issue_date=issue_date,
         due_date=issue_date, subtotal_minor=subtotal, vat_minor=total - subtotal, total_minor=total,
-        language=invoice.language, vat_regime=invoice.vat_regime, seller=invoice.seller, buyer=invoice.buyer,
+        language=invoice.language, vat_regime=invoice.vat_regime,
+        # the identities of the corrected invoice; invoices issued before snapshots existed take today's
+        seller=invoice.seller or party_snapshot_seller(invoice.brand),
+        buyer=invoice.buyer or party_snapshot_buyer(invoice.account),
         reason=reason.strip(), lines=note_lines)
     session.add(note)
     session.flush()

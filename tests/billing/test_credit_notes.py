@@ -164,7 +164,15 @@ def test_cli_credit_note(mwb, capsys):
     # 10.00 at 20 % → VAT 2.00; 10.01 at 5.5 % → 0.55055 → 0.55; total 20.01 + 2.55 = 22.56
     assert json.loads(capsys.readouterr().out) == {
         "number": "AVK-2026-000001", "invoice": "K-2026-000001", "subtotal_minor": 2001, "vat_minor": 255,
-        "total_minor": 2256, "currency": "EUR", "invoice_status": "partially_paid"}
+        "total_minor": 2256, "currency": "EUR", "invoice_status": "partially_paid",
+        "pdf": "documents/invoices/AVK-2026-000001.pdf"}
+    import io
+
+    from pypdf import PdfReader
+
+    pdf = PdfReader(io.BytesIO((mwb.data_dir / "documents/invoices/AVK-2026-000001.pdf").read_bytes()))
+    [xml] = pdf.attachments["factur-x.xml"]                          # its Factur-X PDF, rendered at once
+    assert b"<ram:TypeCode>381</ram:TypeCode>" in xml and b"AVK-2026-000001" in xml
     assert _doc(mwb, invoice_id)["open"] == 5064 - 2256
 
 
