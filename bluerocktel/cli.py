@@ -162,10 +162,13 @@ def cmd_rate(args) -> int:
 
 
 def cmd_billing_run(args) -> int:
+    from bluerocktel.billing.approval import require_approval
     from bluerocktel.billing.pipeline import run_billing_cycle
 
     wb = _workbench(args)
-    run = run_billing_cycle(wb, args.period, dry_run=args.dry_run, brand_code=args.brand, actor="cli")
+    approved = None if args.dry_run else require_approval(wb, args.period, args.brand)
+    run = run_billing_cycle(wb, args.period, dry_run=args.dry_run, brand_code=args.brand, actor="cli",
+                            approved_run_id=approved)
     _print(args, {"run_id": run.id, "status": run.status, "summary": run.summary,
                   "notebook": run.notebook_path},
            f"billing run {run.id} for {run.period}: {run.status}; {json.dumps(run.summary, default=str)}"
@@ -331,8 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = billing.add_parser("run", parents=[common], help="run the billing cycle of a period")
     p.add_argument("--period", required=True, help="YYYY-MM")
     p.add_argument("--brand", default=None, help="only this brand code")
-    p.add_argument("--dry-run", action="store_true", help="compute and report, issue nothing")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dry-run", action="store_true", help="compute and write the control report, issue nothing")
+    mode.add_argument("--issue", action="store_true",
+                      help="issue the invoices; needs the period's latest dry run approved (`billing approve`)")
     p.set_defaults(func=cmd_billing_run)
+    from bluerocktel.billing.cli_cycle import add_commands as add_cycle_commands
+    from bluerocktel.billing.cli_cycle import add_top_level_commands as add_scheduler_commands
+
+    add_cycle_commands(billing, common)
+    add_scheduler_commands(sub, common)
     from bluerocktel.billing.cli_money import add_commands as add_money_commands
 
     add_money_commands(billing, common)

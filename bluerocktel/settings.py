@@ -45,6 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smtp_password", "", "SMTP password (a secret: set it in the environment)."),
     Setting("smtp_from", "billing@localhost", "Sender address (`From`) of the e-mails the workbench sends."),
     Setting("smtp_starttls", "0", "Set to 1 to upgrade the SMTP connection with STARTTLS before logging in."),
+    Setting("report_delta_threshold_pct", "50", "Control report: an account's total is an anomaly when it moves more than this % from the previous period (and by more than report_delta_threshold_minor)."),
+    Setting("report_delta_threshold_minor", "1000", "Control report: ...and by more than this many minor units (1000 = 10.00)."),
     Setting("support_email", "support@localhost", "Helpdesk inbox told of new tickets and customer replies when a ticket has no assignee or team address."),
     Setting("sepa_reject_fee", "7.50", "Fee (before VAT) billed on the next invoice when a SEPA direct debit is rejected or returned; 0 for none."),
     Setting("api_rate_per_minute", "1200", "Requests per minute each API token may make (sustained rate); beyond it the API answers 429 with Retry-After."),

@@ -1,4 +1,5 @@
-"""The staff app (``/staff``): accounts (searchable, paginated on the server), billing runs, the
+"""The staff app (``/staff``): accounts (searchable, paginated on the server), billing runs (state,
+approval, executed notebook, control report; data from :mod:`bluerocktel.billing.report`), the
 CDR page (upload a file, the file ledger, the quarantine, the CDR sources) and the Rating page
 (the unrated queue, rated CDRs and their traces, anomalies of the last 7 days with a CSV export;
 roles with ``rating:read``). Thin: every read and action is a
@@ -13,6 +14,8 @@ import io
 import pandas as pd
 import panel as pn
 
+from bluerocktel.billing.approval import approve_run
+from bluerocktel.billing.report import billing_run_rows, notebook_html, report_file
 from bluerocktel.errors import UserFacingError
 from bluerocktel.portal import StaffStore
 from bluerocktel.rating.anomalies import format_amount
@@ -36,7 +39,7 @@ def build_staff(wb):
     brand = page_brand(wb)
     pn.state.curdoc.title = f"{brand.name} · Operations"
     tabs = [("Accounts", lambda: AccountsView(store).panel()),
-            ("Billing runs", lambda: billing_runs_view(store)),
+            ("Billing runs", lambda: BillingRunsView(wb, principal).panel()),
             ("CDR", lambda: CdrView(store, principal).panel())]
     if can(principal, "rating:read"):
         tabs.append(("Rating", lambda: RatingView(store, principal).panel()))
@@ -81,21 +84,97 @@ class AccountsView:
                          sizing_mode="stretch_width")
 
 
-def billing_runs_view(store: StaffStore):
-    runs = store.billing_runs()
-    if not runs:
-        return pn.pane.HTML("<p style='padding:16px'>No billing run yet.</p>")
-    frame = pd.DataFrame([{
-        "Run": r.id, "Period": r.period, "Brand": r.brand_code or "all", "Dry run": "yes" if r.dry_run else "",
-        "Status": r.status, "Invoices": "" if r.invoices is None else r.invoices,
-        "Started": f"{r.started_at:%Y-%m-%d %H:%M} UTC",
-        "Finished": f"{r.finished_at:%Y-%m-%d %H:%M} UTC" if r.finished_at else "",
-        "By": r.started_by, "Error": (r.error or "")[:120],
-    } for r in runs])
-    return pn.Column(section_title(f"{len(runs)} most recent billing runs"),
-                     pn.widgets.Tabulator(frame, show_index=False, disabled=True, selectable=False,
-                                          sizing_mode="stretch_width", layout="fit_data_stretch"),
-                     sizing_mode="stretch_width")
+class BillingRunsView:
+    """The billing runs: their state, approval, executed notebook and control report.
+
+    Data from :mod:`bluerocktel.billing.report`; approving is
+    :func:`bluerocktel.billing.approval.approve_run` (shown to roles with ``billing:issue``).
+    """
+
+    def __init__(self, wb, principal):
+        self.wb = wb
+        self.principal = principal
+        self.may_approve = can(principal, "billing:issue")
+        self.table = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True, selectable=False,
+                                          sortable=False, sizing_mode="stretch_width", layout="fit_data_stretch")
+        self.run = pn.widgets.Select(name="Run", width=320)
+        self.run.param.watch(lambda _: self.show_run(), "value")
+        self.detail = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.notebook_button = pn.widgets.Button(name="Show notebook", width=140)
+        self.notebook_button.on_click(lambda _: self.show_notebook())
+        self.report = pn.widgets.FileDownload(callback=self._report, label="Download control report",
+                                              filename="control_report.xlsx", button_type="default", width=220)
+        self.approve_button = pn.widgets.Button(name="Approve", button_type="primary", width=120, visible=False)
+        self.approve_button.on_click(lambda _: self.approve())
+        self.message = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.notebook = pn.pane.HTML("", sizing_mode="stretch_width", min_height=0)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.rows = {r["id"]: r for r in billing_run_rows(self.wb)}
+        self.table.value = pd.DataFrame([{
+            "Run": r["id"], "Period": r["period"], "Brand": r["brand"], "Kind": "dry run" if r["dry_run"] else "issue",
+            "Status": r["status"], "Step": r["step"], "Approved by": r["approved_by"], "Totals": r["totals"],
+            "Invoices": "" if r["invoices"] is None else r["invoices"], "Anomalies": r["anomalies"],
+            "Started": f"{r['started_at']:%Y-%m-%d %H:%M} UTC", "By": r["started_by"], "Error": r["error"][:120],
+        } for r in self.rows.values()], columns=["Run", "Period", "Brand", "Kind", "Status", "Step", "Approved by",
+                                                  "Totals", "Invoices", "Anomalies", "Started", "By", "Error"])
+        current = self.run.value
+        self.run.options = {f"{r['id']} · {r['period']} · {'dry run' if r['dry_run'] else 'issue'}": r["id"]
+                            for r in self.rows.values()}
+        self.run.value = current if current in self.rows else next(iter(self.rows), None)
+        self.show_run()
+
+    def show_run(self) -> None:
+        row = self.rows.get(self.run.value)
+        self.notebook.object = ""
+        self.notebook_button.disabled = row is None or not row["notebook_path"]
+        self.report.disabled = row is None or not row["report_path"]
+        self.approve_button.visible = bool(row and self.may_approve and row["approvable"])
+        if row is None:
+            self.detail.object = "<p style='font-family:system-ui,sans-serif'>No billing run yet.</p>"
+            return
+        if row["approved_at"]:
+            approval = f"approved by {row['approved_by']} at {row['approved_at']:%Y-%m-%d %H:%M} UTC"
+        elif row["dry_run"]:
+            approval = "not approved"
+        else:
+            approval = f"approved dry run: {row['approved_run_id'] or 'none'}"
+        self.detail.object = (
+            f"<div class='brt-run-detail' style='font-family:system-ui,sans-serif'><b>Run {row['id']}</b> · "
+            f"{html.escape(row['period'])} · brand {html.escape(row['brand'])} · "
+            f"{'dry run' if row['dry_run'] else 'issue'} · last step {html.escape(row['step'] or '-')} · "
+            f"{row['anomalies']} anomalies · "
+            f"{html.escape(row['totals'] or 'no total')} · <span class='brt-run-approval'>{html.escape(approval)}"
+            f"</span></div>")
+
+    def show_notebook(self) -> None:
+        try:
+            page = notebook_html(self.wb, self.run.value)
+        except UserFacingError as exc:
+            self.message.object = _message(str(exc), ok=False)
+            return
+        self.notebook.object = (f"<iframe class='brt-notebook' title='Executed notebook' srcdoc=\"{html.escape(page)}\" "
+                                f"style='width:100%;height:900px;border:1px solid #d0d5dd;border-radius:6px'></iframe>")
+
+    def _report(self) -> io.BytesIO:
+        self.report.filename = f"control_report_run_{self.run.value}.xlsx"
+        return io.BytesIO(report_file(self.wb, self.run.value).read_bytes())
+
+    def approve(self) -> None:
+        try:
+            run = approve_run(self.wb, self.run.value, self.principal.email)
+        except UserFacingError as exc:
+            self.message.object = _message(str(exc), ok=False)
+            return
+        self.message.object = _message(f"Run {run.id} ({run.period}) approved by {run.approved_by}: it may be "
+                                       f"issued with `bluerocktel billing run --period {run.period} --issue`.", ok=True)
+        self.refresh()
+
+    def panel(self):
+        return pn.Column(section_title("Billing runs"), self.table,
+                         pn.Row(self.run, self.notebook_button, self.report, self.approve_button),
+                         self.detail, self.message, self.notebook, sizing_mode="stretch_width")
 
 
 CDR_ROWS = 50

@@ -5,27 +5,36 @@
     ctx = prepare_run(data_dir, "2026-03", dry_run=False)   # opens the workbench, the BillingRun row
     rate_usage(ctx)                                         # rate what the lake has not rated yet
     drafts = build_drafts(ctx)                              # pure: lines, VAT, totals per account
-    control_report(ctx, drafts)                             # one row per account, for a human
+    control_report(ctx, drafts)                             # the Excel control report (report.py)
     issue_invoices(ctx, drafts)                             # numbers + invoices, one transaction each
     render_documents(ctx)                                   # one branded PDF per invoice without one
+    email_invoices(ctx)                                     # one e-mail per invoice of the run, sent
     finish_run(ctx)                                         # status and summary on the BillingRun
 
-A dry run computes and reports but issues and renders nothing. An account already invoiced for
-the period is skipped (unique ``account + period_start + kind``), so a run can be repeated.
-Re-rating adjustments of earlier months not billed yet become ``adjustment`` lines; issuing the
+A dry run computes and reports but issues, renders and e-mails nothing. An account already
+invoiced for the period is skipped (unique ``account + period_start + kind``), so a run can be
+repeated. Re-rating adjustments and one-off charges not billed yet become lines; issuing the
 invoice marks them billed (``invoice_id``) in the same transaction.
+
+**Resuming.** ``BillingRun.step`` records the last step finished (:data:`STEPS`) and the run's
+summary keeps what a resumed run must reuse (the issue date, the report's totals). Each step is
+idempotent: issuing skips the accounts this run invoiced already, rendering takes the invoices
+without a PDF, e-mailing those without an e-mail. So a run killed at any point, resumed with
+the same ``run_id``, ends as it would have: same invoices, same numbers. The process running a
+run holds a shared lock on ``DATA_DIR/runs/<id>/run.lock``; a resume takes it exclusively first,
+so a run whose process is gone never blocks its resume and a live one is never resumed twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
-import uuid
 from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -36,18 +45,21 @@ from bluerocktel.billing.charges import DraftInvoice, active_days, build_draft_i
 from bluerocktel.billing.numbering import allocate_invoice_number
 from bluerocktel.billing.periods import Period, parse_period
 from bluerocktel.billing.usage import PeriodUsage, read_period_usage, read_unbilled_adjustments
-from bluerocktel.db.models import (Account, BillingRun, Brand, Invoice, InvoiceLine, RatingAdjustment, Service,
-                                   utcnow)
+from bluerocktel.db.models import (Account, BillingRun, Brand, Contract, Discount, EmailMessage, Invoice,
+                                   InvoiceLine, OneOffCharge, RatingAdjustment, Service, utcnow)
 from bluerocktel.errors import NotFoundError, UserFacingError
-from bluerocktel.money import D
+from bluerocktel.money import D, format_minor
 from bluerocktel.rating import rate_pending
 from bluerocktel.rating.pending import rating_lock
 from bluerocktel.settings import get_setting
-from bluerocktel.vocabulary import BillingRunStatus, InvoiceKind, InvoiceStatus
+from bluerocktel.vocabulary import BillingRunStatus, ContactRole, InvoiceKind, InvoiceStatus
 from bluerocktel.workbench import Workbench
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from bluerocktel.billing.report import ControlReport
+
+STEPS = ("rated", "drafted", "reported", "issued", "rendered", "emailed", "finished")
+KILL_ENV = "BLUEROCKTEL_TEST_KILL_AFTER"
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class BillingIssue:
     account_number: str | None
     account_name: str | None
     issue: str
+    kind: str = "not_billed"
 
 
 @dataclass
@@ -71,17 +84,23 @@ class RunContext:
     brand_id: int | None
     issue_date: dt.date
     actor: str = "billing"
+    step: str | None = None                                      # last step finished before this process
     rating: dict | None = None
     drafts: list[DraftInvoice] = field(default_factory=list)
     issues: list[BillingIssue] = field(default_factory=list)
-    issued: list[str] = field(default_factory=list)              # invoice numbers, in order
-    issued_amounts: list[tuple[str, int, int, int]] = field(default_factory=list)  # currency, subtotal, vat, total
+    issued: list[str] = field(default_factory=list)              # invoice numbers issued by this process
     skipped: list[dict] = field(default_factory=list)           # {"account", "reason"}
     documents: list[str] = field(default_factory=list)          # PDF paths relative to data_dir
+    report: "ControlReport | None" = None
     rating_hold: ExitStack = field(default_factory=ExitStack)   # the rating lock, rate_usage → issue_invoices
+    run_hold: ExitStack = field(default_factory=ExitStack)      # the run lock, prepare_run → finish_run
+
+    def done(self, step: str) -> bool:
+        """Whether ``step`` was finished before this process took the run over (a resumed run)."""
+        return self.step is not None and STEPS.index(self.step) >= STEPS.index(step)
 
 
-def _parse_bool(value: bool | str) -> bool:
+def parse_bool(value: bool | str) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -96,12 +115,35 @@ def _today() -> dt.date:
     return dt.datetime.now(ZoneInfo(get_setting("default_timezone"))).date()
 
 
+def run_lock_path(wb: Workbench, run_id: int) -> Path:
+    folder = wb.runs_dir / str(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "run.lock"
+
+
+def hold_run_lock(wb: Workbench, run_id: int, *, exclusive: bool = False) -> IO | None:
+    """Lock run ``run_id`` for this process: shared (any number of processes working on the run),
+    or exclusive without waiting (a resume: None when a live process still holds the run).
+    The lock lasts while the returned file is open; the kernel drops it when the process dies."""
+    fh = open(run_lock_path(wb, run_id), "a")
+    try:
+        fcntl.flock(fh, (fcntl.LOCK_EX | fcntl.LOCK_NB) if exclusive else fcntl.LOCK_SH)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
+
+
 def prepare_run(data_dir: str | os.PathLike, period: str, dry_run: bool | str = False,
                 run_id: int | str | None = None, brand_code: str | None = None, *,
                 issue_date: str | dt.date | None = None, actor: str = "billing") -> RunContext:
-    """Open the workbench and the run: parse the parameters; create the BillingRun if ``run_id`` is empty."""
+    """Open the workbench and the run: parse the parameters; create the BillingRun if ``run_id`` is empty.
+
+    A run created or continued here keeps its issue date in its summary, so that a resumed run
+    issues on the date it started with.
+    """
     parsed = parse_period(period)
-    dry = _parse_bool(dry_run)
+    dry = parse_bool(dry_run)
     brand_code = (brand_code or "").strip() or None
     if isinstance(issue_date, str):
         issue_date = dt.date.fromisoformat(issue_date) if issue_date.strip() else None
@@ -115,7 +157,7 @@ def prepare_run(data_dir: str | os.PathLike, period: str, dry_run: bool | str = 
                     raise NotFoundError(f"no brand with code {brand_code!r}")
             if run_id in (None, ""):
                 run = BillingRun(period=parsed.label, brand_code=brand_code, dry_run=dry,
-                                 status=BillingRunStatus.RUNNING, started_by=actor)
+                                 status=BillingRunStatus.RUNNING, started_by=actor, summary={})
                 s.add(run)
                 s.flush()
                 record_audit(s, actor, "billing.run", "billing_run", run.id, period=parsed.label,
@@ -129,12 +171,35 @@ def prepare_run(data_dir: str | os.PathLike, period: str, dry_run: bool | str = 
                                           f"brand: {run.brand_code}), not for these parameters")
                 if run.status != BillingRunStatus.RUNNING:
                     raise UserFacingError(f"billing run {run.id} is {run.status} already")
-            run_pk = run.id
+            stored = (run.summary or {}).get("issue_date")
+            issue_date = dt.date.fromisoformat(stored) if stored else (issue_date or _today())
+            if not stored:
+                run.summary = {**(run.summary or {}), "issue_date": issue_date.isoformat()}
+            ctx = RunContext(wb=wb, period=parsed, dry_run=dry, run_id=run.id, brand_code=brand_code,
+                             brand_id=brand_id, issue_date=issue_date, actor=actor, step=run.step)
+        ctx.run_hold.enter_context(hold_run_lock(wb, ctx.run_id))
     except BaseException:
         wb.close()
         raise
-    return RunContext(wb=wb, period=parsed, dry_run=dry, run_id=run_pk, brand_code=brand_code,
-                      brand_id=brand_id, issue_date=issue_date or _today(), actor=actor)
+    return ctx
+
+
+def _record_step(ctx: RunContext, step: str, **values) -> None:
+    """Record ``step`` as finished (never moving back) and merge ``values`` into the run's summary."""
+    with ctx.wb.db.transaction() as s:
+        run = s.get(BillingRun, ctx.run_id)
+        if run.step is None or STEPS.index(run.step) < STEPS.index(step):
+            run.step = step
+        if values:
+            run.summary = {**(run.summary or {}), **values}
+    _kill_point("step", step)
+
+
+def _kill_point(stage: str, count: int | str) -> None:
+    """Test hook: ``BLUEROCKTEL_TEST_KILL_AFTER=issue:3`` ends the process at once after its 3rd
+    invoice is committed (``step:rendered``: once that step is recorded), as ``kill -9`` would."""
+    if os.environ.get(KILL_ENV) == f"{stage}:{count}":
+        os._exit(137)
 
 
 def rate_usage(ctx: RunContext) -> dict:
@@ -148,7 +213,15 @@ def rate_usage(ctx: RunContext) -> dict:
     ctx.rating = rate_pending(ctx.wb, months=[ctx.period.label]).as_dict()
     if not ctx.dry_run:
         ctx.rating_hold.enter_context(rating_lock(ctx.wb.lake_dir))
+    _record_step(ctx, "rated")
     return ctx.rating
+
+
+def _by_account(rows) -> dict[int, list]:
+    grouped: dict[int, list] = defaultdict(list)
+    for row in rows:
+        grouped[row.account_id].append(row)
+    return grouped
 
 
 def build_drafts(ctx: RunContext) -> list[DraftInvoice]:
@@ -165,6 +238,11 @@ def build_drafts(ctx: RunContext) -> list[DraftInvoice]:
             query = query.where(Account.brand_id == ctx.brand_id)
         accounts = s.scalars(query).all()
         adjustments = read_unbilled_adjustments(s, ctx.period)
+        charges = _by_account(s.scalars(sa.select(OneOffCharge).where(
+            OneOffCharge.invoice_id.is_(None), OneOffCharge.charge_date < ctx.period.period_end)
+            .order_by(OneOffCharge.charge_date, OneOffCharge.id)))
+        discounts = _by_account(s.scalars(sa.select(Discount).order_by(Discount.id)))
+        contracts = _by_account(s.scalars(sa.select(Contract).order_by(Contract.id)))
         for account in accounts:
             account_usage = rated.pop(account.id, [])
             anomalies = []
@@ -175,10 +253,12 @@ def build_drafts(ctx: RunContext) -> list[DraftInvoice]:
                 calls = sum(u.calls for u in account_usage)
                 issues.append(BillingIssue(account.number, account.name,
                                            f"{calls} rated call(s) but no service active in {ctx.period.label}; "
-                                           f"not billed"))
+                                           f"not billed", "usage_without_service"))
                 account_usage = []
             draft = build_draft_invoice(account, account.services, account_usage, ctx.period, default_vat,
-                                        anomalies, adjustments.pop(account.id, []))
+                                        anomalies, adjustments.pop(account.id, []),
+                                        charges=charges.get(account.id, ()), discounts=discounts.get(account.id, ()),
+                                        contracts=contracts.get(account.id, ()))
             if draft.lines:
                 drafts.append(draft)
             issues.extend(BillingIssue(account.number, account.name, a) for a in draft.anomalies
@@ -196,65 +276,96 @@ def build_drafts(ctx: RunContext) -> list[DraftInvoice]:
                                                        f"(unassigned); not billed"))
     ctx.drafts = drafts
     ctx.issues = issues
+    _record_step(ctx, "drafted")
     return drafts
 
 
-def control_report(ctx: RunContext, drafts: list[DraftInvoice]) -> "pd.DataFrame":
-    """A pandas DataFrame, one row per account: lines, subtotal, VAT, total (minor units), anomalies."""
-    import pandas as pd
+def control_report(ctx: RunContext, drafts: list[DraftInvoice]) -> "ControlReport":
+    """The control report (:mod:`bluerocktel.billing.report`), written to
+    ``DATA_DIR/runs/<id>/control_report.xlsx`` and recorded on the run with its totals.
 
-    rows = [{
-        "account": d.account_number, "name": d.account_name, "currency": d.currency, "lines": len(d.lines),
-        "subtotal_minor": d.subtotal_minor, "vat_minor": d.vat_minor, "total_minor": d.total_minor,
-        "anomalies": "; ".join(d.anomalies),
-    } for d in drafts]
-    for issue in ctx.issues:
-        rows.append({"account": issue.account_number, "name": issue.account_name, "currency": None, "lines": 0,
-                     "subtotal_minor": 0, "vat_minor": 0, "total_minor": 0, "anomalies": issue.issue})
-    columns = ["account", "name", "currency", "lines", "subtotal_minor", "vat_minor", "total_minor", "anomalies"]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype({"lines": "int64", "subtotal_minor": "int64", "vat_minor": "int64", "total_minor": "int64"})
+    A resumed run that had written it already reads it back instead: drafting again after some
+    invoices were issued would no longer show what was approved and issued.
+    """
+    from bluerocktel.billing.report import build_control_report, read_xlsx, write_xlsx
+
+    path = ctx.wb.runs_dir / str(ctx.run_id) / "control_report.xlsx"
+    if ctx.done("reported") and path.is_file():
+        ctx.report = read_xlsx(path)
+        return ctx.report
+    ctx.report = build_control_report(ctx, drafts)
+    write_xlsx(ctx.report, path)
+    with ctx.wb.db.transaction() as s:
+        s.get(BillingRun, ctx.run_id).report_path = path.relative_to(ctx.wb.data_dir).as_posix()
+    _record_step(ctx, "reported", **ctx.report.summary_values())
+    return ctx.report
 
 
 class _AlreadyInvoiced(Exception):
     """Internal: roll back an issuing transaction whose account is invoiced already."""
 
 
-class _AdjustmentsBilled(Exception):
-    """Internal: roll back an issuing transaction whose adjustments another run billed meanwhile."""
+class _AlreadyBilled(Exception):
+    """Internal: roll back an issuing transaction whose adjustments or charges another run billed meanwhile."""
 
 
 def issue_invoices(ctx: RunContext, drafts: list[DraftInvoice]) -> list[str]:
     """Issue each draft in its own transaction (number, invoice, lines, audit); nothing in a dry run.
 
     An account already invoiced for the period (by an earlier or a concurrent run) is skipped;
-    its transaction rolls back, number included, so the numbering stays gapless.
+    its transaction rolls back, number included, so the numbering stays gapless. An account this
+    run invoiced before it was interrupted is neither issued again nor reported as skipped.
     """
     if ctx.dry_run:
         return []
     with ctx.rating_hold:     # released at the end, however issuing ends
-        return _issue_all(ctx, drafts)
+        issued = _issue_all(ctx, drafts)
+    _record_step(ctx, "issued")
+    return issued
 
 
 def _issue_all(ctx: RunContext, drafts: list[DraftInvoice]) -> list[str]:
+    with ctx.wb.db.session() as s:
+        mine = set(s.scalars(sa.select(Invoice.account_id).where(
+            Invoice.billing_run_id == ctx.run_id, Invoice.kind == InvoiceKind.INVOICE)))
     issued: list[str] = []
     for draft in sorted(drafts, key=lambda d: d.account_number):
+        if draft.account_id in mine:
+            continue
         try:
             number = _issue_one(ctx, draft)
         except (_AlreadyInvoiced, sa.exc.IntegrityError):
             ctx.skipped.append({"account": draft.account_number, "reason": "already invoiced for this period"})
             continue
-        except _AdjustmentsBilled:
+        except _AlreadyBilled as exc:
             ctx.skipped.append({"account": draft.account_number,
-                                "reason": "its re-rating adjustments were billed by another run meanwhile; run again"})
+                                "reason": f"its {exc.args[0]} were billed by another run meanwhile; run again"})
             continue
         issued.append(number)
-        ctx.issued_amounts.append((draft.currency, draft.subtotal_minor, draft.vat_minor, draft.total_minor))
+        _kill_point("issue", len(issued))
     ctx.issued.extend(issued)
     return issued
 
 
+def _mark_billed(s, model, ids, invoice_id: int) -> bool:
+    """Set ``invoice_id`` on the rows ``ids`` of ``model`` not billed yet; False if some were."""
+    if not ids:
+        return True
+    marked = s.execute(sa.update(model).where(model.id.in_(ids), model.invoice_id.is_(None))
+                       .values(invoice_id=invoice_id).execution_options(synchronize_session=False)).rowcount
+    return marked == len(ids)
+
+
+def _snapshots(brand: Brand, account: Account) -> tuple[dict, dict]:
+    """The seller's and the buyer's legal identities as at issue (kept on the invoice)."""
+    from bluerocktel.documents.parties import party_snapshot_buyer, party_snapshot_seller
+
+    return party_snapshot_seller(brand), party_snapshot_buyer(account)
+
+
 def _issue_one(ctx: RunContext, draft: DraftInvoice) -> str:
+    from bluerocktel.billing.payments import apply_account_credit
+
     with ctx.wb.db.transaction() as s:
         brand = s.get(Brand, draft.brand_id)
         # The number first: its row lock (PostgreSQL) or the write lock (SQLite) serializes the
@@ -266,12 +377,14 @@ def _issue_one(ctx: RunContext, draft: DraftInvoice) -> str:
         if already is not None:
             raise _AlreadyInvoiced(draft.account_number)
         account = s.get(Account, draft.account_id)
+        seller, buyer = _snapshots(brand, account)
         invoice = Invoice(
             number=number, kind=InvoiceKind.INVOICE, status=InvoiceStatus.ISSUED, account_id=account.id,
             brand_id=brand.id, billing_run_id=ctx.run_id, currency=draft.currency,
             period_start=draft.period_start, period_end=draft.period_end, issue_date=ctx.issue_date,
             due_date=ctx.issue_date + dt.timedelta(days=int(account.payment_terms_days)),
-            subtotal_minor=draft.subtotal_minor, vat_minor=draft.vat_minor, total_minor=draft.total_minor)
+            subtotal_minor=draft.subtotal_minor, vat_minor=draft.vat_minor, total_minor=draft.total_minor,
+            language=draft.language, vat_regime=draft.vat_regime, seller=seller, buyer=buyer)
         invoice.lines = [InvoiceLine(
             position=i, kind=line.kind, description=line.description, product_id=line.product_id,
             service_id=line.service_id, zone=line.zone, quantity=line.quantity, unit=line.unit,
@@ -279,86 +392,86 @@ def _issue_one(ctx: RunContext, draft: DraftInvoice) -> str:
             amount_minor=line.amount_minor, vat_rate=line.vat_rate) for i, line in enumerate(draft.lines, 1)]
         s.add(invoice)
         s.flush()
-        if draft.adjustment_ids:
-            marked = s.execute(
-                sa.update(RatingAdjustment)
-                .where(RatingAdjustment.id.in_(draft.adjustment_ids), RatingAdjustment.invoice_id.is_(None))
-                .values(invoice_id=invoice.id).execution_options(synchronize_session=False)).rowcount
-            if marked != len(draft.adjustment_ids):
-                raise _AdjustmentsBilled(draft.account_number)
+        if not _mark_billed(s, RatingAdjustment, draft.adjustment_ids, invoice.id):
+            raise _AlreadyBilled("re-rating adjustments")
+        if not _mark_billed(s, OneOffCharge, draft.charge_ids, invoice.id):
+            raise _AlreadyBilled("one-off charges")
         record_audit(s, ctx.actor, "invoice.issue", "invoice", invoice.id, number=number,
                      account=account.number, period=ctx.period.label, total_minor=draft.total_minor,
                      currency=draft.currency, billing_run_id=ctx.run_id)
+        apply_account_credit(s, account.id)
         return number
-
-
-PARALLEL_RENDER_FROM = 32   # invoices; fewer are rendered in-process (a worker costs ~1 s to start)
-RENDER_BATCH = 200
-
-
 def render_documents(ctx: RunContext, workers: int | None = None) -> list[str]:
-    """A PDF for each invoice of the period that has none yet: ``DATA_DIR/documents/invoices/<number>.pdf``.
-
-    HTML is built here; WeasyPrint (the slow part) runs in ``workers`` processes, by default one
-    per core (at most 4) when there are at least :data:`PARALLEL_RENDER_FROM` invoices. Files are
-    written atomically, then ``pdf_path`` is set batch by batch; an interrupted run re-renders
-    only what has no ``pdf_path``.
-    """
+    """The Factur-X PDF (and call-detail annex) of each invoice of the period that has none yet,
+    by :func:`bluerocktel.documents.batch.render_invoice_documents` (parallel, atomic writes); an
+    interrupted run re-renders only what has no ``pdf_path``. Nothing in a dry run."""
     if ctx.dry_run:
         return []
-    from bluerocktel.documents.invoice import html_to_pdf, render_invoice_html
+    from bluerocktel.documents.batch import render_invoice_documents
 
-    folder = ctx.wb.documents_dir / "invoices"
-    folder.mkdir(parents=True, exist_ok=True)
     with ctx.wb.db.session() as s:
         query = (sa.select(Invoice.id).where(Invoice.period_start == ctx.period.period_start,
                                              Invoice.pdf_path.is_(None)).order_by(Invoice.number))
         if ctx.brand_id is not None:
             query = query.where(Invoice.brand_id == ctx.brand_id)
         pending = list(s.scalars(query))
-    if workers is None:
-        workers = min(os.cpu_count() or 1, 4) if len(pending) >= PARALLEL_RENDER_FROM else 1
-    pool = None
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    rendered: list[str] = []
-    try:
-        for i in range(0, len(pending), RENDER_BATCH):
-            with ctx.wb.db.session() as s:
-                invoices = s.scalars(
-                    sa.select(Invoice).where(Invoice.id.in_(pending[i:i + RENDER_BATCH]))
-                    .options(selectinload(Invoice.lines), selectinload(Invoice.account),
-                             selectinload(Invoice.brand))
-                    .order_by(Invoice.number)).all()
-                pages = [(invoice.id, invoice.number, render_invoice_html(invoice)) for invoice in invoices]
-            htmls = [html for _, _, html in pages]
-            pdfs = pool.map(html_to_pdf, htmls, chunksize=8) if pool else map(html_to_pdf, htmls)
-            done = []
-            for (invoice_id, number, _), pdf in zip(pages, pdfs):
-                path = folder / f"{number}.pdf"
-                _write_atomically(path, pdf)
-                done.append((invoice_id, path.relative_to(ctx.wb.data_dir).as_posix()))
-            with ctx.wb.db.transaction() as s:
-                for invoice_id, relative in done:
-                    s.execute(sa.update(Invoice).where(Invoice.id == invoice_id).values(pdf_path=relative))
-            rendered.extend(relative for _, relative in done)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    rendered = render_invoice_documents(ctx.wb, pending, workers=workers)
     ctx.documents.extend(rendered)
+    _record_step(ctx, "rendered")
     return rendered
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+_EMAIL_TEXT = {
+    "fr": ("Votre facture {number}",
+           "Bonjour,\n\nVeuillez trouver ci-joint votre facture {number} du {issue_date} d'un montant de {total}, "
+           "à régler avant le {due_date}.\n\nCordialement,\n{brand}\n"),
+    "en": ("Your invoice {number}",
+           "Hello,\n\nPlease find attached your invoice {number} of {issue_date} for {total}, due by {due_date}."
+           "\n\nKind regards,\n{brand}\n"),
+}
+
+
+def invoice_recipients(account: Account) -> list[str]:
+    """Who receives the account's invoices: its billing contacts with an e-mail, else the account's e-mail."""
+    billing = [c.email for c in sorted(account.contacts, key=lambda c: c.id)
+               if c.role == ContactRole.BILLING and c.email]
+    return billing or ([account.email] if account.email else [])
+
+
+def email_invoices(ctx: RunContext) -> dict:
+    """Queue one e-mail per invoice of this run (PDF and annex attached) to the account's billing
+    contacts and send the outbox (:mod:`bluerocktel.mail` stamps ``sent_at`` on the invoices whose
+    e-mail went out). An invoice queued before (a resumed run) is not queued again; nothing in a dry run."""
+    from bluerocktel.mail import queue_email, send_queued
+
+    if ctx.dry_run:
+        return {}
+    no_recipient: list[str] = []
+    with ctx.wb.db.transaction() as s:
+        invoices = s.scalars(sa.select(Invoice).where(Invoice.billing_run_id == ctx.run_id)
+                             .options(selectinload(Invoice.account).selectinload(Account.contacts),
+                                      selectinload(Invoice.brand))
+                             .order_by(Invoice.number)).all()
+        queued = set(s.scalars(sa.select(EmailMessage.related_id).where(
+            EmailMessage.related_type == "invoice", EmailMessage.related_id.in_([str(i.id) for i in invoices]))))
+        for invoice in invoices:
+            if str(invoice.id) in queued:
+                continue
+            recipients = invoice_recipients(invoice.account)
+            if not recipients:
+                no_recipient.append(invoice.number)
+                continue
+            subject, body = _EMAIL_TEXT.get(invoice.language, _EMAIL_TEXT["fr"])
+            fields = {"number": invoice.number, "issue_date": invoice.issue_date.isoformat(),
+                      "due_date": invoice.due_date.isoformat(), "brand": invoice.brand.name,
+                      "total": format_minor(invoice.total_minor, invoice.currency, invoice.language)}
+            queue_email(s, ", ".join(recipients), subject.format(**fields), body.format(**fields),
+                        attachments=[p for p in (invoice.pdf_path, invoice.annex_path) if p],
+                        related=("invoice", invoice.id))
+    sent = send_queued(ctx.wb)        # marks each invoice e-mailed ``sent`` with its ``sent_at``
+    result = {"outbox": sent, "no_recipient": no_recipient}
+    _record_step(ctx, "emailed", emails_without_recipient=no_recipient)
+    return result
 
 
 def _totals(invoices: list[tuple[str, int, int, int]]) -> dict[str, dict[str, int]]:
@@ -370,26 +483,44 @@ def _totals(invoices: list[tuple[str, int, int, int]]) -> dict[str, dict[str, in
     return dict(totals)
 
 
+def draft_summary(ctx: RunContext) -> dict:
+    """What the drafts add up to: accounts, totals per currency and the anomalies (the report's when written)."""
+    return {
+        "accounts": len(ctx.drafts),
+        "totals": _totals([(d.currency, d.subtotal_minor, d.vat_minor, d.total_minor) for d in ctx.drafts]),
+        "account_totals": {d.account_number: d.total_minor for d in ctx.drafts},
+        "anomalies": [asdict(i) for i in ctx.issues]
+                     + [{"account_number": d.account_number, "account_name": d.account_name, "issue": a,
+                         "kind": "draft"} for d in ctx.drafts for a in d.anomalies],
+    }
+
+
 def finish_run(ctx: RunContext) -> dict:
-    """Mark the run completed (previewed for a dry run) and store its summary; the summary is returned."""
-    with ctx.wb.db.transaction() as s:
-        summary = {
-            "period": ctx.period.label, "brand": ctx.brand_code, "dry_run": ctx.dry_run,
-            "issue_date": ctx.issue_date.isoformat(),
-            "accounts": len(ctx.drafts),
-            "invoices_issued": len(ctx.issued),
-            "numbers": [ctx.issued[0], ctx.issued[-1]] if ctx.issued else [],
-            "totals": _totals([(d.currency, d.subtotal_minor, d.vat_minor, d.total_minor) for d in ctx.drafts]),
-            "issued_totals": _totals(ctx.issued_amounts),
-            "documents": len(ctx.documents),
-            "skipped": ctx.skipped,
-            "anomalies": [asdict(i) for i in ctx.issues]
-                         + [{"account_number": d.account_number, "account_name": d.account_name, "issue": a}
-                            for d in ctx.drafts for a in d.anomalies],
-            "rating": ctx.rating,
-        }
-        run = s.get(BillingRun, ctx.run_id)
-        run.status = BillingRunStatus.PREVIEWED if ctx.dry_run else BillingRunStatus.COMPLETED
-        run.finished_at = utcnow()
-        run.summary = summary
+    """Mark the run completed (previewed for a dry run) and store its summary; the summary is returned.
+
+    What was issued is read from the invoices of the run, so a resumed run reports all of them.
+    """
+    try:
+        with ctx.wb.db.transaction() as s:
+            run = s.get(BillingRun, ctx.run_id)
+            issued = s.execute(sa.select(Invoice.number, Invoice.currency, Invoice.subtotal_minor, Invoice.vat_minor,
+                                         Invoice.total_minor, Invoice.pdf_path)
+                               .where(Invoice.billing_run_id == ctx.run_id).order_by(Invoice.number)).all()
+            summary = {
+                "period": ctx.period.label, "brand": ctx.brand_code, "dry_run": ctx.dry_run,
+                **draft_summary(ctx), **(run.summary or {}),
+                "issue_date": ctx.issue_date.isoformat(),
+                "invoices_issued": len(issued),
+                "numbers": [issued[0].number, issued[-1].number] if issued else [],
+                "issued_totals": _totals([tuple(row[1:5]) for row in issued]),
+                "documents": sum(1 for row in issued if row.pdf_path),
+                "skipped": ctx.skipped,
+                "rating": ctx.rating,
+            }
+            run.status = BillingRunStatus.PREVIEWED if ctx.dry_run else BillingRunStatus.COMPLETED
+            run.finished_at = utcnow()
+            run.step = "finished"
+            run.summary = summary
+    finally:
+        ctx.run_hold.close()
     return summary

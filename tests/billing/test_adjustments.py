@@ -69,7 +69,8 @@ def test_drafts_carry_adjustment_lines_and_a_dry_run_marks_nothing(wb):
         ctx.wb.close()
     c1, c2, c3 = drafts["C001"], drafts["C002"], drafts["C003"]
     assert [(l.kind, l.description, l.quantity, l.amount_precise, l.amount_minor, l.vat_rate) for l in c1.lines] == [
-        ("subscription", "Trunk SIP", Decimal(1), Decimal("29.9000000000"), 2990, Decimal("0.20")),
+        ("subscription", "Trunk SIP, du 01/05/2026 au 31/05/2026", Decimal(1), Decimal("29.9000000000"), 2990,
+         Decimal("0.20")),   # billed in advance: the April cycle bills May
         ("adjustment", "Régularisation des appels de 2026-02 (12 appels)", Decimal(12), Decimal("0.123456"), 12,
          Decimal("0.20")),
         ("adjustment", "Régularisation des appels de 2026-03 (3 appels)", Decimal(3), Decimal("-0.050000"), -5,

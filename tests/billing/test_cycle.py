@@ -45,8 +45,10 @@ def build_world(wb) -> dict[str, int]:
                       logo_svg='<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>')
         s.add(brand)
         s.flush()
-        trunk = Product(code="TRUNK", name="Trunk SIP", kind="recurring", price=Decimal("29.90"))
-        line = Product(code="LINE", name="Ligne fixe", kind="recurring", price=Decimal("10.00"))
+        trunk = Product(code="TRUNK", name="Trunk SIP", kind="recurring", price=Decimal("29.90"),
+                        billing_timing="arrears")
+        line = Product(code="LINE", name="Ligne fixe", kind="recurring", price=Decimal("10.00"),
+                       billing_timing="arrears")
         s.add_all([trunk, line])
         c1 = Account(number="C001", brand_id=brand.id, name="Boulangerie Martin", language="fr")
         c2 = Account(number="C002", brand_id=brand.id, name="Acme Ltd", language="en", payment_terms_days=15)
@@ -108,13 +110,15 @@ def test_drafts_and_control_report_match_the_hand_computed_amounts(wb):
     assert (c1.subtotal_minor, c1.vat_minor, c1.total_minor) == (6695, 1339, 8034)
     assert c1.anomalies == ["1 call(s) without a rate, not billed"]
     assert (c2.subtotal_minor, c2.vat_minor, c2.total_minor) == (750, 150, 900)
-    assert c2.lines[0].description == "Trunk SIP — London (prorated 15/31 days)"
+    assert c2.lines[0].description == "Trunk SIP — London, 2026-03-01 to 2026-03-15 (prorated 15/31 days)"
 
-    rows = report.set_index("account")
+    rows = report.accounts.set_index("account")
     assert rows.loc["C001", "total_minor"] == 8034 and rows.loc["C001", "lines"] == 4
-    assert "no service active" in rows.loc["C003", "anomalies"]
-    assert any("unassigned" in a for a in report["anomalies"])
-    assert report["total_minor"].dtype == "int64"
+    assert report.accounts["total_minor"].dtype == "int64"
+    anomalies = report.anomalies.set_index("kind")
+    assert "no service active" in anomalies.loc["usage_without_service", "detail"]
+    assert anomalies.loc["usage_without_service", "account"] == "C003"
+    assert any("unassigned" in a for a in report.anomalies["detail"])
 
     assert issued == [] and documents == []
     assert summary["accounts"] == 2 and summary["invoices_issued"] == 0
@@ -298,3 +302,92 @@ def test_rating_waits_while_a_run_is_between_its_drafts_and_its_invoices(wb, dry
         rater.join(5)
     finally:
         ctx.wb.close()
+
+
+def test_issuing_bills_one_off_charges_once_and_keeps_the_parties_as_at_issue(wb):
+    from bluerocktel.db.models import OneOffCharge
+
+    ids = build_world(wb)
+    with wb.db.transaction() as s:
+        s.add(OneOffCharge(account_id=ids["C002"], description="Installation", unit_price=Decimal("50.00"),
+                           charge_date=dt.date(2026, 3, 20)))
+        s.add(OneOffCharge(account_id=ids["C002"], description="Next month", unit_price=Decimal("9.00"),
+                           charge_date=dt.date(2026, 4, 1)))          # not before the period's end: not yet
+    run_steps(wb, dry_run=False)
+    c1, c2 = invoices(wb)
+    # C002: 7.50 + 50.00 = 57.50; VAT 11.50; total 69.00
+    assert (c2.subtotal_minor, c2.vat_minor, c2.total_minor) == (5750, 1150, 6900)
+    assert [(line.kind, line.amount_minor) for line in c2.lines] == [("subscription", 750), ("one_off", 5000)]
+    assert (c2.language, c2.vat_regime, c1.language) == ("en", "fr", "fr")
+    assert c2.buyer["name"] == "Acme Ltd" and c2.seller["legal_name"] == "BlueRock Télécom SAS"
+    with wb.db.session() as s:
+        billed = dict(s.execute(sa.select(OneOffCharge.description, OneOffCharge.invoice_id)).all())
+    assert billed == {"Installation": c2.id, "Next month": None}
+    with wb.db.transaction() as s:      # the seller's identity changes later: the invoice keeps the old one
+        s.scalar(sa.select(Brand)).legal_name = "BlueRock Télécom SA"
+    assert invoices(wb)[1].seller["legal_name"] == "BlueRock Télécom SAS"
+
+
+def test_each_issued_invoice_is_emailed_once_to_the_billing_contacts(wb, monkeypatch):
+    import email
+    import socket
+    from email import policy
+
+    from aiosmtpd.controller import Controller
+
+    from bluerocktel.billing.cycle import email_invoices
+    from bluerocktel.db.models import Contact, EmailMessage
+
+    class Inbox:
+        def __init__(self):
+            self.envelopes = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.envelopes.append(envelope)
+            return "250 OK"
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    monkeypatch.setenv("BLUEROCKTEL_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("BLUEROCKTEL_SMTP_PORT", str(port))
+    try:
+        ids = build_world(wb)
+        with wb.db.transaction() as s:
+            s.add_all([Contact(account_id=ids["C001"], first_name="A", last_name="Compta", role="billing",
+                               email="compta@martin.example"),
+                       Contact(account_id=ids["C001"], first_name="B", last_name="Tech", role="technical",
+                               email="tech@martin.example")])
+            s.get(Account, ids["C002"]).email = "accounts@acme.example"
+        ctx = prepare_run(wb.data_dir, "2026-03", False, issue_date="2026-04-01")
+        try:
+            drafts = build_drafts(ctx)
+            issue_invoices(ctx, drafts)
+            render_documents(ctx)
+            result = email_invoices(ctx)
+            again = email_invoices(ctx)                  # a resumed run: nothing queued twice
+        finally:
+            ctx.wb.close()
+    finally:
+        controller.stop()
+    assert result["outbox"]["sent"] == 2 and again["outbox"]["sent"] == 0
+    assert sorted(e.rcpt_tos[0] for e in inbox.envelopes) == ["accounts@acme.example", "compta@martin.example"]
+    messages = {m["To"]: m for m in (email.message_from_bytes(e.content, policy=policy.default)
+                                     for e in inbox.envelopes)}
+    french = messages["compta@martin.example"]
+    assert french["Subject"] == "Votre facture FA-2026-000001"
+    assert "d'un montant de 80,34\u00a0€, à régler avant le 2026-05-01" in french.get_body(("plain",)).get_content()
+    # the invoice and its call-detail annex (C001 made calls)
+    assert [(a.get_filename(), a.get_content()[:5]) for a in french.iter_attachments()] == [
+        ("FA-2026-000001.pdf", b"%PDF-"), ("FA-2026-000001-annex.pdf", b"%PDF-")]
+    english = messages["accounts@acme.example"]
+    assert english["Subject"] == "Your invoice FA-2026-000002"
+    assert "for €9.00, due by 2026-04-16" in english.get_body(("plain",)).get_content()
+    assert [a.get_filename() for a in english.iter_attachments()] == ["FA-2026-000002.pdf"]
+    for invoice in invoices(wb):
+        assert invoice.status == "sent" and invoice.sent_at is not None
+    with wb.db.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(EmailMessage)) == 2
