@@ -38,7 +38,8 @@ def build_staff(wb):
     store = StaffStore(wb)
     brand = page_brand(wb)
     pn.state.curdoc.title = f"{brand.name} · Operations"
-    tabs = [("Accounts", lambda: AccountsView(store).panel()),
+    wanted = linked_account(pn.state.session_args)
+    tabs = [("Accounts", lambda: AccountsView(store, wanted).panel()),
             ("Billing runs", lambda: BillingRunsView(wb, principal).panel()),
             ("CDR", lambda: CdrView(store, principal).panel())]
     if can(principal, "rating:read"):
@@ -50,11 +51,18 @@ def build_staff(wb):
     )
 
 
+def linked_account(session_args: dict) -> str:
+    """The account number of a ``/staff?account=C0001`` link (3CX opens those), else ''."""
+    values = session_args.get("account") or [b""]
+    value = values[0].decode("utf-8", "replace") if isinstance(values[0], bytes) else str(values[0])
+    return value.strip()[:32]
+
+
 class AccountsView:
-    def __init__(self, store: StaffStore):
+    def __init__(self, store: StaffStore, search: str = ""):
         self.store = store
         self.offset = 0
-        self.search = pn.widgets.TextInput(placeholder="Search name, number, e-mail, city", width=320)
+        self.search = pn.widgets.TextInput(value=search, placeholder="Search name, number, e-mail, city", width=320)
         self.search.param.watch(lambda _: self.show(0), "value")
         self.table = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True, selectable=False,
                                           sortable=False,

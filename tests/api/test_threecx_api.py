@@ -86,3 +86,14 @@ def test_customers_cannot_use_the_integration(client, crm):
     assert client.get("/api/v1/3cx/lookup?number=0612345678", headers=bearer(crm["alice"])).status_code == 403
     assert client.post("/api/v1/3cx/calls", json={"number": "0612345678"},
                        headers=bearer(crm["alice"])).status_code == 403
+
+
+def test_the_lookup_link_opens_the_staff_app_on_that_account(wb, crm, sample):
+    from portal_app.staff import AccountsView, linked_account
+
+    from bluerocktel.portal import StaffStore
+
+    assert linked_account({"account": [b"C0001"]}) == "C0001"
+    assert linked_account({}) == ""
+    view = AccountsView(StaffStore(wb), linked_account({"account": [b"C0001"]}))
+    assert list(view.table.value["Number"]) == ["C0001"]
