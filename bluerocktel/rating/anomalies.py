@@ -55,6 +55,7 @@ from bluerocktel import lake
 from bluerocktel.errors import UserFacingError
 from bluerocktel.money import D, MoneyError, from_micro, to_micro
 from bluerocktel.settings import SETTINGS, get_setting
+from bluerocktel.timeutil import parse_instant
 
 UTC = dt.timezone.utc
 BASELINE_DAYS = 7
@@ -571,26 +572,12 @@ def add_rating_anomalies_parser(subparsers, common: argparse.ArgumentParser) -> 
         description="Anomalies of the rated calls started in [--since, --until); thresholds are the "
                     "BLUEROCKTEL_ANOMALY_* settings.")
     p.add_argument("--since", required=True, help="ISO 8601 start, e.g. 2026-10-01 or 2026-10-01T00:00:00+02:00 "
-                                                  "(a date means midnight UTC)")
+                                                  "(without an offset: UTC; a date means midnight UTC)")
     p.add_argument("--until", required=True, help="ISO 8601 end (exclusive)")
     p.add_argument("--account", default=None, help="only this account number")
     p.add_argument("--export", default=None, metavar="FILE", help="also write them to FILE (.csv, or .xlsx)")
     p.set_defaults(func=cmd_rating_anomalies)
     return p
-
-
-def parse_instant(text: str, option: str) -> dt.datetime:
-    """An aware UTC datetime from ISO 8601 text; a bare date is midnight UTC."""
-    text = text.strip()
-    try:
-        if len(text) == 10:
-            return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(0), tzinfo=UTC)
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise AnomalyError(f"{option} {text!r} is not an ISO 8601 date or time (e.g. 2026-10-01T00:00:00Z)") from None
-    if value.tzinfo is None:
-        raise AnomalyError(f"{option} {text!r} has no time zone: add Z or an offset such as +02:00")
-    return value.astimezone(UTC)
 
 
 def describe_anomalies(anomalies: list[Anomaly]) -> str:
@@ -612,7 +599,8 @@ def cmd_rating_anomalies(args) -> int:
     from bluerocktel.errors import NotFoundError
     from bluerocktel.workbench import Workbench
 
-    since, until = parse_instant(args.since, "--since"), parse_instant(args.until, "--until")
+    since = parse_instant(args.since, what="--since", default_tz="UTC")
+    until = parse_instant(args.until, what="--until", default_tz="UTC")
     wb = Workbench.open(args.data_dir)
     try:
         account_id = None

@@ -117,6 +117,7 @@ from pathlib import Path
 
 from bluerocktel.errors import FormatError, NotFoundError, UserFacingError
 from bluerocktel.money import D, MoneyError, quantize
+from bluerocktel.timeutil import parse_instant
 
 ANY = "*any"
 NS_PER_S = 1_000_000_000
@@ -429,19 +430,15 @@ class _Reader:
         return time(int(m[1]), int(m[2]), int(m[3]))
 
     def activation(self, name: str, line: int, text: str) -> datetime | None:
+        """An ActivationTime: Unix seconds, or ISO 8601 (UTC unless it has an offset)."""
         s = text.strip()
         try:
             if s.isdigit():
                 return datetime.fromtimestamp(int(s), timezone.utc)
-            if re.match(r"\d{4}-\d{2}-\d{2} \d", s):
-                s = s.replace(" ", "T", 1)
-            value = datetime.fromisoformat(s)
-        except (ValueError, OverflowError):
+            return parse_instant(s, what="ActivationTime", default_tz="UTC")
+        except (ValueError, OverflowError, UserFacingError):
             self.problem(name, line, f"ActivationTime {text!r} is not an ISO 8601 time (e.g. 2014-01-14T00:00:00Z)")
             return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
 
 
 def read_tariff_plan(folder: Path) -> TariffPlan:

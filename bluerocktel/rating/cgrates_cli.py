@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from bluerocktel.errors import UserFacingError
+from bluerocktel.timeutil import parse_instant, parse_zone
 
 
 def add_rating_quote_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -50,27 +51,6 @@ def add_rating_quote_parser(subparsers, common: argparse.ArgumentParser) -> argp
                    help="time zone the Timings / time bands are evaluated in (default UTC)")
     p.set_defaults(func=cmd_rating_quote)
     return p
-
-
-def _parse_start(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UserFacingError(f"--start {text!r} is not an ISO 8601 time (e.g. 2019-03-11T09:00:00Z)") from None
-    if value.tzinfo is None:
-        raise UserFacingError(f"--start {text!r} has no time zone: add Z or an offset such as +01:00")
-    return value
-
-
-def _timing_tz(name: str):
-    if name.upper() in ("UTC", "Z"):
-        return timezone.utc
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise UserFacingError(f"--timing-tz {name!r} is not a time zone (e.g. UTC, Europe/Paris)") from None
 
 
 def describe_quote(q) -> str:
@@ -96,12 +76,12 @@ def describe_quote(q) -> str:
 def cmd_rating_quote(args) -> int:
     if args.plan is None and not (args.tenant and args.category and args.subject):
         raise UserFacingError("give --plan P, or --tenant, --category and --subject")
-    start = _parse_start(args.start)
+    start = parse_instant(args.start, what="--start", default_tz=None)
     if args.cgrates_dir is None:
         return _quote_from_model(args, start)
     from bluerocktel.rating.cgrates import quote, read_tariff_plan
 
-    tz = _timing_tz(args.timing_tz)
+    tz = parse_zone(args.timing_tz, what="--timing-tz")
     plan = read_tariff_plan(Path(args.cgrates_dir))
     q = quote(plan, tenant=args.tenant, category=args.category, subject=args.subject, destination=args.to,
               start=start, usage=args.duration, rating_plan=args.plan, tor=args.tor, timing_tz=tz)
@@ -117,7 +97,7 @@ def _quote_from_model(args, start: datetime) -> int:
     from bluerocktel.rating.quote import quote_call
     from bluerocktel.workbench import Workbench
 
-    _timing_tz(args.timing_tz)                       # same refusal text for a bad zone
+    parse_zone(args.timing_tz, what="--timing-tz")   # same refusal text for a bad zone
     timezone_name = "UTC" if args.timing_tz.upper() in ("UTC", "Z") else args.timing_tz
     wb = Workbench.open(getattr(args, "data_dir", None))
     try:
@@ -145,7 +125,8 @@ def add_rating_import_cgrates_parser(subparsers, common: argparse.ArgumentParser
     p.add_argument("--skip-unsupported", action="store_true",
                    help="import what our model can express and list the rest, instead of refusing the import")
     p.add_argument("--effective", default=None,
-                   help="ISO instant from which changed rates of a re-import apply (default: now)")
+                   help="ISO 8601 instant from which changed rates of a re-import apply, UTC unless it has "
+                        "an offset (default: now)")
     p.add_argument("--currency", default="EUR", help="currency of new decks (CGRateS plans do not say)")
     p.set_defaults(func=cmd_rating_import_cgrates)
     return p
@@ -155,14 +136,7 @@ def cmd_rating_import_cgrates(args) -> int:
     from bluerocktel.rating.cgrates_import import import_cgrates
     from bluerocktel.workbench import Workbench
 
-    effective = None
-    if args.effective:
-        try:
-            effective = datetime.fromisoformat(args.effective.strip())
-        except ValueError:
-            raise UserFacingError(f"--effective {args.effective!r} is not an ISO 8601 time") from None
-        if effective.tzinfo is None:
-            raise UserFacingError(f"--effective {args.effective!r} has no time zone: add Z or an offset")
+    effective = parse_instant(args.effective, what="--effective", default_tz="UTC") if args.effective else None
     wb = Workbench.open(args.data_dir)
     try:
         with wb.db.transaction() as session:
@@ -171,8 +145,5 @@ def cmd_rating_import_cgrates(args) -> int:
                                      currency=args.currency)
     finally:
         wb.close()
-    if getattr(args, "json", False):
-        print(json.dumps(summary.as_dict(), indent=2))
-    else:
-        print(summary.describe())
+    print(json.dumps(summary.as_dict(), indent=2) if getattr(args, "json", False) else summary.describe())
     return 0

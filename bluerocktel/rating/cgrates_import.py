@@ -61,8 +61,13 @@ The same folder again changes nothing (0 changes, no audit entry). A changed fol
 the decks in place for rounding and bands, and the rates effective-dated: the current rows of
 a (call type, prefix) whose rows changed or disappeared get ``valid_to = effective_at`` and
 the new rows ``valid_from = effective_at`` (default: now), so calls before that instant keep
-their price. Profiles are updated, added, and removed when they pointed to a deck of this
-import and are no longer in the folder.
+their price. This is the rate sheet import's version logic
+(:func:`~bluerocktel.rating.deckimport.diff_deck` and
+:func:`~bluerocktel.rating.deckimport.write_version`) over every call type of the deck:
+versions are append-only, so an ``effective_at`` before a deck's latest version is refused, and
+one equal to it replaces that version while it is pending and is refused once in force.
+Profiles are updated, added, and removed when they pointed to a deck of this import and are no
+longer in the folder.
 
 Known differences with :func:`~bluerocktel.rating.cgrates.quote` (the kernel's semantics):
 ``*disconnect`` keeps the full price with a flag (CGRateS' reference charges MaxCost); a
@@ -87,7 +92,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bluerocktel.audit import record_audit
-from bluerocktel.db.models import Rate, RateDeck, RatingProfile, TimeBand
+from bluerocktel.db.models import RateDeck, RatingProfile, TimeBand
 from bluerocktel.errors import UserFacingError
 from bluerocktel.money import finer_than_micro
 from bluerocktel.rating.cgrates import (
@@ -97,6 +102,7 @@ from bluerocktel.rating.cgrates import (
     TariffPlan,
     read_tariff_plan,
 )
+from bluerocktel.rating.deckimport import DeckImportError, RateRow, diff_deck, write_version
 from bluerocktel.rating.tariffs import MAX_PREFIX_DIGITS
 from bluerocktel.vocabulary import CallType, MaxCostAction, RateDeckKind, RoundingMethod
 
@@ -136,32 +142,6 @@ def call_type_of_category(category: str) -> str | None:
 # --------------------------------------------------------------------------------------------
 # What the model should hold (pure)
 # --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RateRow:
-    """One Rate row, without deck and dates."""
-
-    call_type: str
-    prefix: str
-    destination: str
-    zone: str
-    band: str
-    group_start: int
-    price: Decimal
-    unit_size: int
-    connection_fee: Decimal
-    first_increment: int
-    next_increment: int
-    max_cost: Decimal | None
-    max_cost_action: str | None
-    min_charge: Decimal = Decimal(0)
-
-    def content(self) -> tuple:
-        """What makes two rows price alike (Decimals compare by value)."""
-        return (self.band, self.group_start, self.destination, self.zone, self.price, self.unit_size,
-                self.connection_fee, self.first_increment, self.next_increment, self.min_charge,
-                self.max_cost, self.max_cost_action)
-
 
 @dataclass(frozen=True)
 class BandRow:
@@ -282,10 +262,11 @@ class _Builder:
         if not ok:
             return None
         first = converted[0][3]                         # the increment of the slot at 0
-        return [RateRow(call_type=call_type, prefix=prefix, destination=dest_id, zone=dest_id[:64], band=band,
-                        group_start=gis, price=slot.rate, unit_size=unit,
+        return [RateRow(line=None, call_type=call_type, prefix=prefix, destination=dest_id, zone=dest_id[:64],
+                        band=band, group_start=gis, price=slot.rate, unit_size=unit,
                         connection_fee=rate.connect_fee if gis == 0 else slot.connect_fee,
-                        first_increment=first, next_increment=inc, max_cost=max_cost, max_cost_action=action)
+                        first_increment=first, next_increment=inc, min_charge=Decimal(0), max_cost=max_cost,
+                        max_cost_action=action)
                 for slot, gis, unit, inc in converted]
 
     # -- timings -----------------------------------------------------------------------------
@@ -523,6 +504,7 @@ class CgratesImportSummary:
     deck_settings_updated: int = 0                           # rounding changed on an existing deck
     rates_added: int = 0
     rates_closed: int = 0
+    rates_replaced: int = 0                                  # rows of a pending version deleted
     bands_added: int = 0
     bands_updated: int = 0
     bands_removed: int = 0
@@ -534,7 +516,7 @@ class CgratesImportSummary:
     @property
     def changes(self) -> int:
         return (self.decks_created + self.deck_settings_updated + self.rates_added + self.rates_closed
-                + self.bands_added + self.bands_updated + self.bands_removed
+                + self.rates_replaced + self.bands_added + self.bands_updated + self.bands_removed
                 + self.profiles_added + self.profiles_updated + self.profiles_removed)
 
     def as_dict(self) -> dict:
@@ -546,7 +528,8 @@ class CgratesImportSummary:
         lines = [f"CGRateS tariff plan {self.folder}: {self.changes} change{'s' if self.changes != 1 else ''}",
                  f"  decks: {self.decks_created} created, {self.decks_updated} updated "
                  f"({', '.join(f'{c} {s}' for c, s in self.decks.items())})",
-                 f"  rates: {self.rates_added} added, {self.rates_closed} closed",
+                 f"  rates: {self.rates_added} added, {self.rates_closed} closed"
+                 + (f", {self.rates_replaced} of a pending version replaced" if self.rates_replaced else ""),
                  f"  time bands: {self.bands_added} added, {self.bands_updated} updated, {self.bands_removed} removed",
                  f"  rating profiles: {self.profiles_added} added, {self.profiles_updated} updated, "
                  f"{self.profiles_removed} removed"]
@@ -554,11 +537,6 @@ class CgratesImportSummary:
             lines.append(f"  left out ({len(self.left_out)}):")
             lines += [f"    {p}" for p in self.left_out]
         return "\n".join(lines)
-
-
-def _row_content(r: Rate) -> tuple:
-    return (r.band, r.group_start, r.destination, r.zone, r.price, r.unit_size, r.connection_fee,
-            r.first_increment, r.next_increment, r.min_charge, r.max_cost, r.max_cost_action)
 
 
 def import_cgrates(session: Session, folder: str | Path, *, actor: str, prefix: str = "",
@@ -569,9 +547,10 @@ def import_cgrates(session: Session, folder: str | Path, *, actor: str, prefix: 
     :class:`~bluerocktel.rating.cgrates.TariffPlanError` for an unreadable folder and
     :class:`CgratesImportError` for what cannot be imported (every problem listed), for a deck
     code already used by a deck not imported from this CGRateS plan, and for an
-    ``effective_at`` not after the version it would replace."""
+    ``effective_at`` before the deck's latest version (or equal to it once in force)."""
     folder = Path(folder)
-    effective_at = effective_at or dt.datetime.now(UTC)
+    now = dt.datetime.now(UTC)
+    effective_at = effective_at or now
     if effective_at.tzinfo is None:
         raise CgratesImportError(f"effective_at {effective_at.isoformat()} has no time zone")
     wanted = build_import(read_tariff_plan(folder), prefix)
@@ -583,7 +562,8 @@ def import_cgrates(session: Session, folder: str | Path, *, actor: str, prefix: 
     summary = CgratesImportSummary(folder=str(folder), left_out=wanted.problems)
 
     codes = [d.code for d in wanted.decks]
-    existing = {d.code: d for d in session.scalars(select(RateDeck).where(RateDeck.code.in_(codes)))} if codes else {}
+    locked = select(RateDeck).where(RateDeck.code.in_(codes)).with_for_update()   # as activate() locks a deck
+    existing = {d.code: d for d in session.scalars(locked)} if codes else {}
     clashes = [f"deck {code} ({d.name!r}, id {d.id})" for code, d in existing.items()
                if d.name != next(w.name for w in wanted.decks if w.code == code)]
     if clashes:
@@ -603,18 +583,18 @@ def import_cgrates(session: Session, folder: str | Path, *, actor: str, prefix: 
             session.flush()
             summary.decks_created += 1
             summary.decks[want.code] = "created"
-            rates_from = CGRATES_EPOCH
+            version_at = CGRATES_EPOCH
         else:
             changed = {k: v for k, v in fields.items() if getattr(deck, k) != v}
             for k, v in changed.items():
                 setattr(deck, k, v)
             summary.deck_settings_updated += bool(changed)
             summary.decks[want.code] = "updated" if changed else "unchanged"
-            rates_from = effective_at
+            version_at = effective_at
         deck_ids[want.plan_id] = deck.id
         before = summary.changes
         _sync_bands(session, deck, want, summary)
-        _sync_rates(session, deck, want, rates_from, effective_at, summary)
+        _write_rates(session, deck, want, version_at, now, summary)
         if summary.decks[want.code] == "unchanged" and summary.changes > before:
             summary.decks[want.code] = "updated"
         summary.decks_updated += summary.decks[want.code] == "updated"
@@ -647,40 +627,18 @@ def _sync_bands(session: Session, deck: RateDeck, want: DeckPlan, summary: Cgrat
             summary.bands_updated += 1
 
 
-def _sync_rates(session: Session, deck: RateDeck, want: DeckPlan, rates_from: dt.datetime,
-                effective_at: dt.datetime, summary: CgratesImportSummary) -> None:
-    """Per (call type, prefix): keep identical current rows, else close them and add the new ones."""
-    current: dict[tuple[str, str], list[Rate]] = defaultdict(list)
-    for r in session.scalars(select(Rate).where(Rate.deck_id == deck.id, Rate.valid_to.is_(None))):
-        current[(r.call_type, r.prefix)].append(r)
-    for key, rows in current.items():                    # only the newest version of each key is current
-        newest = max(r.valid_from for r in rows)
-        current[key] = [r for r in rows if r.valid_from == newest]
-    wanted: dict[tuple[str, str], list[RateRow]] = defaultdict(list)
-    for row in want.rates:
-        wanted[(row.call_type, row.prefix)].append(row)
-    for key in sorted(set(current) | set(wanted)):
-        old, new = current.get(key, []), wanted.get(key, [])
-        if sorted(map(_row_content, old), key=repr) == sorted((r.content() for r in new), key=repr):
-            continue
-        if old:
-            newest = old[0].valid_from
-            if effective_at <= newest:
-                raise CgratesImportError(
-                    f"deck {deck.code}: prefix {key[1] or ANY} ({key[0]}) changed, but its current rates are in "
-                    f"force from {newest.isoformat()}, not before the effective time {effective_at.isoformat()}; "
-                    "give a later effective time")
-            for r in old:
-                r.valid_to = effective_at
-            summary.rates_closed += len(old)
-        for r in new:
-            session.add(Rate(deck_id=deck.id, call_type=r.call_type, prefix=r.prefix, destination=r.destination,
-                             zone=r.zone, band=r.band, group_start=r.group_start, price=r.price,
-                             unit_size=r.unit_size, connection_fee=r.connection_fee,
-                             first_increment=r.first_increment, next_increment=r.next_increment,
-                             min_charge=r.min_charge, max_cost=r.max_cost, max_cost_action=r.max_cost_action,
-                             valid_from=rates_from if not old else effective_at, valid_to=None))
-        summary.rates_added += len(new)
+def _write_rates(session: Session, deck: RateDeck, want: DeckPlan, version_at: dt.datetime, now: dt.datetime,
+                 summary: CgratesImportSummary) -> None:
+    """The deck's rates (every call type) as a version from ``version_at``, as a rate sheet's are
+    (:func:`bluerocktel.rating.deckimport.diff_deck`): only the prefixes that changed are written."""
+    try:
+        diff = diff_deck(session, deck, want.rates, version_at, now=now, call_types=[c.value for c in CallType])
+    except DeckImportError as exc:
+        raise CgratesImportError(str(exc)) from None
+    write_version(session, deck.id, diff)
+    summary.rates_added += len(diff.to_insert)
+    summary.rates_closed += len(diff.to_close)
+    summary.rates_replaced += len(diff.to_delete)
 
 
 def _sync_profiles(session: Session, wanted: CgratesImport, deck_ids: dict[str, int],

@@ -6,7 +6,8 @@ rate sheet through a declarative column mapping, compares it with the deck's ver
 is written without ``--activate``; with it, the new version is written in one transaction.
 
 Python API: :func:`load_rate_mapping`, :func:`read_rate_sheet`, :func:`diff_deck`,
-:func:`activate` (and :func:`find_deck`, :func:`parse_effective`).
+:func:`activate` (and :func:`find_deck`). :func:`diff_deck` and :func:`write_version` are also how
+:mod:`bluerocktel.rating.cgrates_import` writes the rates of a CGRateS tariff plan.
 
 The mapping file
 ================
@@ -155,6 +156,7 @@ from sqlalchemy.orm import Session
 from bluerocktel.db.models import Rate, RateDeck, TimeBand
 from bluerocktel.errors import FormatError, NotFoundError, UserFacingError
 from bluerocktel.money import finer_than_micro
+from bluerocktel.timeutil import parse_instant
 from bluerocktel.vocabulary import CallType, MaxCostAction, RateDeckKind
 
 MAX_ISSUES = 50
@@ -555,9 +557,10 @@ def _cell_text(value, decimal: str = ".") -> str:
 
 @dataclass(frozen=True)
 class RateRow:
-    """One rate of a sheet, checked; ``line`` is its line (CSV) or row (Excel) in the file."""
+    """One rate of a version, checked; ``line`` is its line (CSV) or row (Excel) in the sheet
+    (None for rates that come from elsewhere, e.g. a CGRateS tariff plan)."""
 
-    line: int
+    line: int | None
     call_type: str
     prefix: str
     destination: str
@@ -883,16 +886,6 @@ def _check_destinations(name: str, rows: list[RateRow], labels: dict) -> list[Ra
 
 # --- decks and versions ----------------------------------------------------------------------------
 
-def parse_effective(text: str) -> dt.datetime:
-    """A UTC instant from ISO 8601 text: ``2026-12-01``, ``2026-12-01T00:00:00Z`` or with an offset
-    (converted to UTC); a time without zone is UTC."""
-    try:
-        value = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UserFacingError(f"--effective {text!r} is not an ISO 8601 instant (e.g. 2026-12-01T00:00:00Z)") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _iso(value: dt.datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -1011,16 +1004,17 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 def diff_deck(session: Session, deck: RateDeck, rows: RateSheet | Sequence[RateRow], effective: dt.datetime,
-              *, now: dt.datetime | None = None) -> DeckDiff:
-    """Compare ``rows`` with ``deck``'s version in force at ``effective`` (for the call types the
-    rows hold) and plan the writes of the new version. Raises :class:`DeckImportError` when the
-    version would not be appended (module doc, Versions). Reads only."""
+              *, now: dt.datetime | None = None, call_types: Sequence[str] | None = None) -> DeckDiff:
+    """Compare ``rows`` with ``deck``'s version in force at ``effective`` and plan the writes of
+    the new version. The version replaces the deck's rates of ``call_types`` (default: the call
+    types the rows hold). Raises :class:`DeckImportError` when the version would not be appended
+    (module doc, Versions). Reads only."""
     if effective.tzinfo is None:
         raise DeckImportError(f"effective {effective.isoformat()} has no time zone: give a UTC instant")
     effective = effective.astimezone(UTC)
     now = (now or dt.datetime.now(UTC)).astimezone(UTC)
     sheet_rows = list(rows)
-    call_types = tuple(sorted({r.call_type for r in sheet_rows}))
+    call_types = tuple(sorted(set(call_types) if call_types is not None else {r.call_type for r in sheet_rows}))
     diff = DeckDiff(deck.code, effective, call_types, sheet_rows)
     if isinstance(rows, RateSheet):
         diff.file_name, diff.sha256, diff.skipped = rows.file_name, rows.sha256, rows.skipped
@@ -1167,24 +1161,31 @@ def activate(session: Session, deck: RateDeck, rows: DeckDiff | RateSheet | Sequ
         session.flush()
         record_audit(session, actor, "rate_deck.create", "rate_deck", deck.id, code=deck.code, name=deck.name,
                      kind=deck.kind, currency=deck.currency)
-    for chunk in _chunks(diff.to_delete):
-        session.execute(delete(Rate).where(Rate.id.in_(chunk)))
-    for chunk in _chunks(diff.to_close):
-        session.execute(update(Rate).where(Rate.id.in_(chunk)).values(valid_to=diff.effective))
-    if diff.to_insert:
-        session.execute(insert(Rate), [
-            {"deck_id": deck.id, "call_type": r.call_type, "prefix": r.prefix, "destination": r.destination,
-             "zone": r.zone, "band": r.band, "group_start": r.group_start, "price": r.price,
-             "unit_size": r.unit_size, "connection_fee": r.connection_fee, "first_increment": r.first_increment,
-             "next_increment": r.next_increment, "min_charge": r.min_charge, "max_cost": r.max_cost,
-             "max_cost_action": r.max_cost_action, "valid_from": diff.effective, "valid_to": None}
-            for r in diff.to_insert])
+    write_version(session, deck.id, diff)
     summary = ActivationSummary(deck.code, deck.id, diff.effective, created, len(diff.to_insert),
                                 len(diff.to_close), len(diff.to_delete), diff.counts())
     record_audit(session, actor, "rate_deck.import", "rate_deck", deck.id, file=file_name, sha256=sha256,
                  effective=_iso(diff.effective), call_types=list(diff.call_types), counts=diff.counts(),
                  inserted=summary.inserted, closed=summary.closed, deleted=summary.deleted)
     return summary
+
+
+def write_version(session: Session, deck_id: int, diff: DeckDiff) -> None:
+    """Write the version ``diff`` planned (:func:`diff_deck`) into deck ``deck_id``: delete the
+    rows of the pending version it replaces, close the rows it supersedes at ``diff.effective``
+    and insert its rows from then on. No audit entry: the caller records what it did."""
+    for chunk in _chunks(diff.to_delete):
+        session.execute(delete(Rate).where(Rate.id.in_(chunk)))
+    for chunk in _chunks(diff.to_close):
+        session.execute(update(Rate).where(Rate.id.in_(chunk)).values(valid_to=diff.effective))
+    if diff.to_insert:
+        session.execute(insert(Rate), [
+            {"deck_id": deck_id, "call_type": r.call_type, "prefix": r.prefix, "destination": r.destination,
+             "zone": r.zone, "band": r.band, "group_start": r.group_start, "price": r.price,
+             "unit_size": r.unit_size, "connection_fee": r.connection_fee, "first_increment": r.first_increment,
+             "next_increment": r.next_increment, "min_charge": r.min_charge, "max_cost": r.max_cost,
+             "max_cost_action": r.max_cost_action, "valid_from": diff.effective, "valid_to": None}
+            for r in diff.to_insert])
 
 
 def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
@@ -1260,7 +1261,7 @@ def cmd_rating_import(args) -> int:
 
     mapping = load_rate_mapping(args.mapping)
     sheet = read_rate_sheet(Path(args.file), mapping)
-    effective = parse_effective(args.effective)
+    effective = parse_instant(args.effective, what="--effective", default_tz="UTC")
     wb = Workbench.open(args.data_dir)
     try:
         with wb.db.session() as session:          # closed without commit (rolled back) unless --activate

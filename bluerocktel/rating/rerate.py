@@ -348,8 +348,5 @@ def cmd_rating_rerate(args) -> int:
                          dry_run=args.dry_run, actor="cli")
     finally:
         wb.close()
-    if getattr(args, "json", False):
-        print(json.dumps(summary.as_dict(), indent=2))
-    else:
-        print(summary.describe())
+    print(json.dumps(summary.as_dict(), indent=2) if getattr(args, "json", False) else summary.describe())
     return 0

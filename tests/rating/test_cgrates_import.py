@@ -220,15 +220,35 @@ def test_a_changed_plan_is_reimported_effective_dated(wb, tmp_path):
     assert summary.decks == {"RP_1001": "updated", "RP_1002": "updated", "RP_1002_LOW": "unchanged",
                              "RP_1003": "unchanged", "RP_SMS": "unchanged"}
     with wb.db.session() as s:
-        deck = s.scalars(select(RateDeck).where(RateDeck.code == "RP_1001")).one()
+        deck_id = s.scalars(select(RateDeck.id).where(RateDeck.code == "RP_1001")).one()
         got = sorted((r.prefix, r.group_start, r.price, r.valid_from, r.valid_to)
-                     for r in s.scalars(select(Rate).where(Rate.deck_id == deck.id, Rate.prefix == "1002")))
+                     for r in s.scalars(select(Rate).where(Rate.deck_id == deck_id, Rate.prefix == "1002")))
     assert got == [("1002", 0, D("0.2"), CGRATES_EPOCH, changed_at), ("1002", 0, D("0.3"), changed_at, None),
                    ("1002", 60, D("0.1"), CGRATES_EPOCH, changed_at), ("1002", 60, D("0.1"), changed_at, None)]
-    # a second change cannot take effect before the version it replaces
+    # a second change cannot edit the version in force (versions are append-only, as for rate sheets)
     rates.write_text(rates.read_text().replace("RT_20CNT,0.4,0.3,60s,60s,0s", "RT_20CNT,0.4,0.25,60s,60s,0s"))
-    with pytest.raises(CgratesImportError, match="in force from 2026-06-01"), wb.db.transaction() as s:
+    in_force = "deck 'RP_1001''s version from 2026-06-01T00:00:00Z is already in force"
+    with pytest.raises(CgratesImportError, match=in_force), wb.db.transaction() as s:
         import_cgrates(s, folder, actor="test", skip_unsupported=True, effective_at=changed_at)
+    with pytest.raises(CgratesImportError, match=r"already has a version from 2026-06-01T00:00:00Z; versions are "
+                                                 r"append-only"), wb.db.transaction() as s:
+        import_cgrates(s, folder, actor="test", skip_unsupported=True, effective_at=changed_at - dt.timedelta(days=1))
+    # a pending version is replaced by importing again at its instant: its 4 rows deleted, 4 written
+    future = dt.datetime(2099, 1, 1, tzinfo=UTC)
+    with wb.db.transaction() as s:
+        pending = import_cgrates(s, folder, actor="test", skip_unsupported=True, effective_at=future)
+    assert (pending.rates_closed, pending.rates_added, pending.rates_replaced) == (4, 4, 0)
+    rates.write_text(rates.read_text().replace("RT_20CNT,0.4,0.25,60s,60s,0s", "RT_20CNT,0.4,0.35,60s,60s,0s"))
+    with wb.db.transaction() as s:
+        replaced = import_cgrates(s, folder, actor="test", skip_unsupported=True, effective_at=future)
+    assert (replaced.rates_closed, replaced.rates_added, replaced.rates_replaced, replaced.changes) == (0, 4, 4, 8)
+    assert "rates: 4 added, 0 closed, 4 of a pending version replaced" in replaced.describe()
+    with wb.db.session() as s:
+        got = sorted((r.group_start, r.price, r.valid_from, r.valid_to)
+                     for r in s.scalars(select(Rate).where(Rate.deck_id == deck_id, Rate.prefix == "1002")))
+    assert got == [(0, D("0.2"), CGRATES_EPOCH, changed_at), (0, D("0.3"), changed_at, future),
+                   (0, D("0.35"), future, None), (60, D("0.1"), CGRATES_EPOCH, changed_at),
+                   (60, D("0.1"), changed_at, future), (60, D("0.1"), future, None)]
 
 
 def test_a_deck_code_used_by_another_deck_is_refused_and_a_prefix_avoids_it(wb):
@@ -612,6 +632,11 @@ def test_cli_refusal_idempotence_text_output_and_exit_codes(data_dir, database_u
     assert capsys.readouterr().out.startswith(f"CGRateS tariff plan {folder}: 33 changes")
     assert main(["rating", "import-cgrates", folder, "--skip-unsupported", "--json", "--data-dir", str(data_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["changes"] == 0
+    again = ["rating", "import-cgrates", folder, "--skip-unsupported", "--json", "--data-dir", str(data_dir)]
+    assert main([*again, "--effective", "2026-06-01"]) == 0             # no offset: UTC, as `rating import`
+    assert json.loads(capsys.readouterr().out)["changes"] == 0
+    assert main([*again, "--effective", "June 1st"]) == 2
+    assert "--effective 'June 1st' is not an ISO 8601 date or time" in capsys.readouterr().err
 
     quote_args = ["rating", "quote", "--start", "2019-03-11T09:00:00Z", "--duration", "45", "--data-dir", str(data_dir)]
     assert main([*quote_args, "--plan", "RP_STANDARD", "--to", "1003"]) == 0
