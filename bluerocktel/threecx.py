@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from bluerocktel.audit import record_audit
 from bluerocktel.db.models import Account, Activity, Contact, Service, ServiceIdentifier
 from bluerocktel.errors import UserFacingError
+from bluerocktel.timeutil import parse_instant
 from bluerocktel.vocabulary import ActivityKind, CallDirection, IdentifierKind
 
 MATCH_DIGITS = 9
@@ -187,13 +188,9 @@ def journal_call(session: Session, *, number: str, call_type: str = "", directio
         return None, False
     account = session.scalar(sa.select(Account).where(Account.number == matches[0]["account_number"]))
     contact_id = int(matches[0]["id"].split("-")[1]) if matches[0]["id"].startswith("contact-") else None
-    try:
-        start = dt.datetime.fromisoformat(started_at.strip().replace("Z", "+00:00")) if started_at.strip() \
-            else dt.datetime.now(dt.timezone.utc)
-    except ValueError:
-        raise UserFacingError(f"started_at {started_at!r} is not an ISO 8601 instant") from None
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=dt.timezone.utc)       # 3CX sends CallStartTimeUTC without a zone
+    # 3CX sends CallStartTimeUTC without a zone
+    start = (parse_instant(started_at, what="started_at", default_tz="UTC") if started_at.strip()
+             else dt.datetime.now(dt.timezone.utc))
     seconds = parse_duration(duration)
     kind_text = (call_type or "call").strip()
     activity = Activity(account_id=account.id, contact_id=contact_id, kind=ActivityKind.CALL,
