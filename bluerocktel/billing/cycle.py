@@ -88,6 +88,8 @@ class RunContext:
     rating: dict | None = None
     drafts: list[DraftInvoice] = field(default_factory=list)
     issues: list[BillingIssue] = field(default_factory=list)
+    # rated usage of the period left off every draft, and why: {"account_id", "calls", "price_micro", "reason"}
+    carried_over: list[dict] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)              # invoice numbers issued by this process
     skipped: list[dict] = field(default_factory=list)           # {"account", "reason"}
     documents: list[str] = field(default_factory=list)          # PDF paths relative to data_dir
@@ -224,13 +226,23 @@ def _by_account(rows) -> dict[int, list]:
     return grouped
 
 
+def _carried(account_id: int, totals: list, reason: str) -> dict:
+    return {"account_id": account_id, "calls": sum(u.calls for u in totals),
+            "price_micro": sum(u.price_micro for u in totals), "reason": reason}
+
+
 def build_drafts(ctx: RunContext) -> list[DraftInvoice]:
-    """Draft invoices of every account with something to bill in the period (nothing written)."""
+    """Draft invoices of every account with something to bill in the period (nothing written).
+
+    Rated usage of the period is either on a draft's usage lines or in ``ctx.carried_over``
+    with its reason (an account with no active service, an unknown account), never lost.
+    """
     usage: PeriodUsage = read_period_usage(ctx.wb.lake_dir, ctx.period)
     rated = usage.rated_by_account()
     default_vat = D(get_setting("vat_rate"))
     drafts: list[DraftInvoice] = []
     issues: list[BillingIssue] = []
+    carried: list[dict] = []
     with ctx.wb.db.session() as s:
         query = (sa.select(Account).options(selectinload(Account.services).selectinload(Service.product))
                  .order_by(Account.number))
@@ -254,6 +266,7 @@ def build_drafts(ctx: RunContext) -> list[DraftInvoice]:
                 issues.append(BillingIssue(account.number, account.name,
                                            f"{calls} rated call(s) but no service active in {ctx.period.label}; "
                                            f"not billed", "usage_without_service"))
+                carried.append(_carried(account.id, account_usage, "usage_without_service"))
                 account_usage = []
             draft = build_draft_invoice(account, account.services, account_usage, ctx.period, default_vat,
                                         anomalies, adjustments.pop(account.id, []),
@@ -268,6 +281,7 @@ def build_drafts(ctx: RunContext) -> list[DraftInvoice]:
             for account_id, totals in rated.items():
                 issues.append(BillingIssue(None, None, f"{sum(u.calls for u in totals)} rated call(s) for "
                                                        f"unknown account id {account_id}; not billed"))
+                carried.append(_carried(account_id, totals, "unknown_account"))
             for account_id, calls in usage.unrated_calls.items():
                 issues.append(BillingIssue(None, None, f"{calls} unrated call(s) for unknown account id "
                                                        f"{account_id}"))
@@ -276,6 +290,7 @@ def build_drafts(ctx: RunContext) -> list[DraftInvoice]:
                                                        f"(unassigned); not billed"))
     ctx.drafts = drafts
     ctx.issues = issues
+    ctx.carried_over = carried
     _record_step(ctx, "drafted")
     return drafts
 
@@ -489,6 +504,7 @@ def draft_summary(ctx: RunContext) -> dict:
         "accounts": len(ctx.drafts),
         "totals": _totals([(d.currency, d.subtotal_minor, d.vat_minor, d.total_minor) for d in ctx.drafts]),
         "account_totals": {d.account_number: d.total_minor for d in ctx.drafts},
+        "carried_over": ctx.carried_over,
         "anomalies": [asdict(i) for i in ctx.issues]
                      + [{"account_number": d.account_number, "account_name": d.account_name, "issue": a,
                          "kind": "draft"} for d in ctx.drafts for a in d.anomalies],
