@@ -153,16 +153,20 @@ def authenticate_token(session: Session, token: str) -> User:
 # traces only, without the buy side, and never the queue or the anomalies.
 # CRM and helpdesk: ``services:write`` (activate, suspend, reactivate, terminate: admin, sales,
 # support), ``tickets:read`` (every staff role) and ``tickets:write`` (reply, change status:
-# admin, support), ``webhooks:write`` (subscriptions, delivery log, replay: admin only).
+# admin, support), ``webhooks:write`` (subscriptions, delivery log, replay: admin only),
+# ``crm:write`` (accounts, contacts, sites, contracts, quotes: admin, sales), ``catalog:write``
+# (products, price lists: admin).
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.ADMIN: frozenset({"accounts:read", "accounts:write", "invoices:read", "billing:run", "billing:issue",
                            "cdrs:read", "cdrs:import", "cdrs:sources", "users:write", "audit:read",
-                           "tickets:read", "tickets:write", "rating:read", "services:write", "webhooks:write"}),
+                           "tickets:read", "tickets:write", "rating:read", "services:write", "webhooks:write",
+                           "crm:write", "catalog:write"}),
     Role.BILLING: frozenset({"accounts:read", "invoices:read", "billing:run", "billing:issue", "cdrs:read",
                              "cdrs:import", "rating:read", "tickets:read"}),
     Role.SUPPORT: frozenset({"accounts:read", "invoices:read", "tickets:read", "tickets:write", "cdrs:read",
                              "rating:read", "services:write"}),
-    Role.SALES: frozenset({"accounts:read", "accounts:write", "cdrs:read", "tickets:read", "services:write"}),
+    Role.SALES: frozenset({"accounts:read", "accounts:write", "cdrs:read", "tickets:read", "services:write",
+                           "crm:write"}),
     Role.READ_ONLY: frozenset({"accounts:read", "invoices:read", "cdrs:read", "rating:read", "tickets:read"}),
     Role.CUSTOMER: frozenset({"portal"}),
 }
