@@ -3,11 +3,13 @@
 :func:`price_batch` and :func:`rate_batch` are pure functions of their Arrow inputs (DESIGN.md
 §2), so the same kernel rates a month on one machine or a partition on a Dask worker. There is
 no per-CDR Python: the small tariff tables are prepared once per :class:`Tariffs` object
-(:func:`prepare`); then DuckDB joins the batch with the identifiers and carrier trunks, numpy
+(:func:`prepare`); then Arrow hash lookups find the identifiers and carrier trunks, numpy
 gathers and binary searches over the prepared arrays pick rates and bands for all CDRs at
-once, DuckDB prices them in integer arithmetic (one projection for most calls; grouped
-intervals and calls crossing a band boundary in their own, smaller queries), and Arrow
-``take`` attaches the picked rows' columns as per-call traces.
+once, numpy prices them in integer arithmetic (int64 when the batch's amounts cannot
+overflow it, else Python integers; only calls crossing a band boundary go through a DuckDB
+query that cuts them into segments), and gathers by row index attach the picked rows'
+columns as per-call traces. A large batch is cut into one slice per core, priced in threads
+(numpy, Arrow and DuckDB release the GIL; measured: Python holds it ~4% of the time).
 
 Who pays
     Each CDR is resolved to a service through identifier rows valid at the call start
@@ -49,8 +51,9 @@ Increments and bands
 
 Amount
     ``connection_fee + sum(price * size / unit_size)`` over the increments, exact in integer
-    arithmetic (BIGINT when the batch's largest amounts cannot overflow it, else HUGEINT;
-    never DOUBLE); ``unrounded_pico`` = that amount in 1e-12, half-up. With the deck's
+    arithmetic (int64 / BIGINT when the batch's largest amounts cannot overflow it, else
+    Python integers / HUGEINT; never floating point); ``unrounded_pico`` = that amount in
+    1e-12, half-up. With the deck's
     ``increment_rounding_method`` the cost of one increment is rounded first (to
     ``increment_rounding_decimals``) and multiplied by the increment count; then the total is
     rounded with ``rounding_method`` at ``rounding_decimals`` (up = ceiling, half_up, down =
@@ -71,7 +74,9 @@ never free, ``rating_reason`` says why), ``rated``.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,13 +117,14 @@ _CALL_TYPES = [CallType.VOICE.value, CallType.SMS.value, CallType.DATA.value]   
 _METHOD_CODES = {RoundingMethod.DOWN.value: 0, RoundingMethod.HALF_UP.value: 1, RoundingMethod.UP.value: 2}
 _CAP, _DISCONNECT = MaxCostAction.CAP.value, MaxCostAction.DISCONNECT.value
 _NO_END_US = 2 ** 62                       # "valid forever" in µs comparisons
+_NO_NEXT = 2 ** 62                         # s_next of a last group: no upper clamp
 _FLAG_BITS = {flag: 1 << i for i, flag in enumerate(RatingFlag)}
 _FLAG_STRINGS = pa.array([",".join(f.value for f in RatingFlag if mask & _FLAG_BITS[f])
                           for mask in range(1 << len(RatingFlag))], pa.string())
 
 # names of the views the kernel registers on the caller's connection
 _V = {name: f"_rating_{name}" for name in (
-    "cdrs", "ids", "trunks", "grp", "effband", "intervals", "legs", "slow")}
+    "grp", "effband", "intervals", "slow")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +152,9 @@ class Prepared:
     deck_versions: dict     # (deck_id, call type code) -> [vid]
     v_prefix: list          # vid -> prefix
     indexes: dict           # (root deck, call type code) -> _PrefixIndex, built on first use
-    stage1_sql: str = ""    # _stage1_sql(self)
+    who: list | None = None         # stage 1 lookups (see _identification)
+    carriers: list | None = None
+    seg_heads: pa.Array | None = None   # grp row -> '{"band":..,"rate_id":..,"group_start":..,"increments":'
 
 
 _PREPARED: "weakref.WeakKeyDictionary[Tariffs, Prepared]" = weakref.WeakKeyDictionary()
@@ -334,7 +342,12 @@ def prepare(con, tariffs: Tariffs) -> Prepared:
         if ct is not None:
             prepared.deck_versions.setdefault((deck_id, ct), []).append(vid)
     prepared.arr.update(_arrays(prepared))
-    prepared.stage1_sql = _stage1_sql(prepared)
+    prepared.arr.update(_version_constants(prepared.arr))
+    _identification(prepared)
+    prepared.seg_heads = _sql_table(con, """
+        SELECT left(to_json(struct_pack(band := band, rate_id := rate_id, group_start := s_g)), -1)
+               || ',"increments":' AS head
+        FROM _p_grp ORDER BY vbid, g""", _p_grp=grp)["head"].combine_chunks()
     _PREPARED[tariffs] = prepared
     return prepared
 
@@ -365,7 +378,9 @@ def _arrays(prep: Prepared) -> dict:
         "d_rmeth": _np(d["rmeth"]), "d_rstep": _np(d["rstep"]), "d_imeth": _np(d["imeth"]), "d_istep": _np(d["istep"]),
         "ids_deck": _np(prep.ids["rate_deck_id"]), "ids_tzk": _np(prep.ids["tzk"]),
         "max_price": int(pc.max(g["price"]).as_py() or 0), "max_fee": int(pc.max(g["fee"]).as_py() or 0),
-        "max_usize": int(pc.max(v["unit_size"]).as_py() or 1),
+        "max_usize": int(pc.max(v["unit_size"]).as_py() or 1), "min_usize": int(pc.min(v["unit_size"]).as_py() or 1),
+        "max_plen": int(pc.max(v["plen"]).as_py() or 0),
+        "g_g": _np(g["g"]), "g_sg": _np(g["s_g"]), "g_snext": _np(g["s_next"].fill_null(_NO_NEXT)),
         "slack": int(pc.max(pc.add(g["fst"], g["inc"])).as_py() or 0) * int(pc.max(g["ngroups"]).as_py() or 1),
     }
 
@@ -402,31 +417,38 @@ def _np(column) -> np.ndarray:
 # the join and its per-CDR aggregation cost more than all the rest of the kernel).
 
 _SPACE = 11 ** MAX_PREFIX_DIGITS
-_POWERS = np.array([11 ** (MAX_PREFIX_DIGITS - 1 - i) for i in range(MAX_PREFIX_DIGITS)], dtype=np.int64)
 
 
 def _encode_prefix(prefix: str) -> int:
     return sum((int(d) + 1) * 11 ** (MAX_PREFIX_DIGITS - 1 - i) for i, d in enumerate(prefix))
 
 
-def _encode_callees(callee: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """E of each callee's E.164 digits (the digits after '+', up to the first non-digit, at most
-    18); 0 (= no digit: only the prefix '' matches) for a callee without '+' or null."""
-    callee = pc.fill_null(callee, "")
+def _encode_callees(callee: pa.ChunkedArray | pa.Array, digits: int) -> np.ndarray:
+    """E of each callee's first ``digits`` E.164 digits (the digits after '+', up to the first
+    non-digit); 0 (= no digit: only the prefix '' matches) for a callee without '+' or null.
+    When no prefix has more than ``digits`` digits, every interval bound is a multiple of
+    11**(18 - digits), so the digits after them cannot change the interval a number falls in.
+    Read straight from the Arrow string buffers, one digit position at a time."""
     if isinstance(callee, pa.ChunkedArray):
         callee = callee.combine_chunks()
     n = len(callee)
-    raw = pc.binary_slice(callee.cast(pa.binary()), 1, MAX_PREFIX_DIGITS + 1)
-    fixed = pc.binary_slice(pc.binary_join_element_wise(raw, pa.scalar(b"x" * MAX_PREFIX_DIGITS), b""),
-                            0, MAX_PREFIX_DIGITS)
-    offsets = np.frombuffer(fixed.buffers()[1], np.int32)[fixed.offset:fixed.offset + n + 1]
-    data = np.frombuffer(fixed.buffers()[2], np.uint8)[offsets[0]:offsets[0] + n * MAX_PREFIX_DIGITS]
-    chars = data.reshape(n, MAX_PREFIX_DIGITS)
-    run = np.logical_and.accumulate((chars >= ord("0")) & (chars <= ord("9")), axis=1)
-    codes = np.where(run, chars.astype(np.int64) - (ord("0") - 1), 0)
-    encoded = codes @ _POWERS
-    e164 = pc.starts_with(callee, "+").to_numpy(zero_copy_only=False)
-    return np.where(e164, encoded, 0)
+    offsets = np.frombuffer(callee.buffers()[1], np.int32, n + 1, callee.offset * 4)
+    data = callee.buffers()[2]
+    data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    data = np.concatenate([data, np.zeros(digits + 1, np.uint8)])     # room to read past the last string
+    position = offsets[:-1].astype(np.int64)
+    length = offsets[1:] - offsets[:-1]
+    if callee.null_count:
+        length = np.where(callee.is_valid().to_numpy(zero_copy_only=False), length, 0)
+    run = (length > 0) & (data[position] == ord("+"))
+    encoded = np.zeros(n, np.int64)
+    for j in range(1, digits + 1):
+        position += 1
+        digit = data[position] - np.uint8(ord("0"))              # wraps above 9 for non-digits
+        run &= (digit < 10) & (length > j)
+        encoded *= 11
+        encoded += (digit + np.uint8(1)) * run
+    return encoded * 11 ** (MAX_PREFIX_DIGITS - digits)
 
 
 @dataclass
@@ -475,26 +497,34 @@ def _prefix_index(prep: Prepared, root: int, ct: int) -> _PrefixIndex:
 
 def _match_versions(prep: Prepared, roots: np.ndarray, ct: np.ndarray, encoded: np.ndarray,
                     start_us: np.ndarray) -> np.ndarray:
-    """The preferred destination version (vid) of each leg in force at its start, or -1."""
+    """The preferred destination version (vid) of each leg in force at its start, or -1.
+
+    The first version of an interval's list wins at once when it is in force over the whole
+    time span of the batch (most are: only prefixes with several versions need a look at the
+    call start); the other legs try the list in order, one vectorized pass per position."""
     a = prep.arr
     vid = np.full(len(roots), -1, np.int64)
     keys = roots * 4 + ct
-    for key in _distinct(keys):
-        legs = np.flatnonzero(keys == key)
+    distinct = _distinct(keys)
+    for key in distinct:
+        legs = np.flatnonzero(keys == key) if len(distinct) > 1 else np.arange(len(keys))
         index = _prefix_index(prep, int(key // 4), int(key % 4))
         if len(index.flat) == 0:
             continue
         at = np.searchsorted(index.lo, encoded[legs], side="right") - 1
-        off, count = index.off[at], index.count[at]
-        found = np.full(len(legs), -1, np.int64)
+        start = start_us[legs]
+        first = np.where(index.count > 0, index.flat[np.minimum(index.off, len(index.flat) - 1)], -1)
+        sure = (index.count == 0) | ((a["v_vf"][first] <= start.min()) & (start.max() < a["v_vt"][first]))
+        found = np.where(sure[at], first[at], -1)
+        unsure = np.flatnonzero(~sure[at])
+        off, count, start = index.off[at[unsure]], index.count[at[unsure]], start[unsure]
         for k in range(int(count.max()) if len(count) else 0):
-            open_ = np.flatnonzero((found < 0) & (k < count))
+            open_ = np.flatnonzero((found[unsure] < 0) & (k < count))
             if len(open_) == 0:
                 break
             candidate = index.flat[off[open_] + k]
-            start = start_us[legs[open_]]
-            ok = (a["v_vf"][candidate] <= start) & (start < a["v_vt"][candidate])
-            found[open_[ok]] = candidate[ok]
+            ok = (a["v_vf"][candidate] <= start[open_]) & (start[open_] < a["v_vt"][candidate])
+            found[unsure[open_[ok]]] = candidate[ok]
         vid[legs] = found
     return vid
 
@@ -504,37 +534,86 @@ def _match_versions(prep: Prepared, roots: np.ndarray, ct: np.ndarray, encoded: 
 # ---------------------------------------------------------------------------------------------
 
 
-def _stage1_sql(prep: Prepared) -> str:
-    """SQL: one row per CDR (rid, ident_pick, buy_deck): the identifier that says who pays (the
-    first kind in priority order that matches, the longest trunk), and for billable CDRs the
-    buy deck of the longest carrier trunk prefix of ``dst_channel``. Identifiers and trunks
-    have disjoint validity per value (:func:`_flatten`), so each LEFT JOIN adds at most one row."""
-    valid = "{a}.vf_us <= x.start_us AND x.start_us < {a}.vt_us"
-    kinds = set(prep.id_flat["kind"].to_pylist())
-    joins, picks, decks = [], [], []
-    for alias, kind, key in (("ac", _ACCOUNT_CODE, "nullif(x.account_code, '')"),
-                             ("nu", _NUMBER, f"CASE WHEN x.direction = '{_OUT}' THEN x.caller END"),
-                             ("di", _DID, f"CASE WHEN x.direction = '{_IN}' THEN x.callee END")):
-        if kind in kinds:
-            joins.append(f"LEFT JOIN (SELECT * FROM {_V['ids']} WHERE kind = '{kind}') {alias} "
-                         f"ON {alias}.value = {key} AND {valid.format(a=alias)}")
-            picks.append(f"{alias}.pick")
-    trunk_lengths = sorted({n for k, n in zip(prep.id_flat["kind"].to_pylist(), prep.id_flat["key_len"].to_pylist())
-                            if k == _TRUNK}, reverse=True)
-    for n in trunk_lengths:
-        joins.append(f"LEFT JOIN (SELECT * FROM {_V['ids']} WHERE kind = '{_TRUNK}' AND key_len = {n}) t{n} "
-                     f"ON t{n}.value = left(x.channel, {n}) AND {valid.format(a=f't{n}')}")
-        picks.append(f"t{n}.pick")
-    for n in sorted(set(prep.trunk_flat["key_len"].to_pylist()), reverse=True):
-        joins.append(f"LEFT JOIN (SELECT * FROM {_V['trunks']} WHERE key_len = {n}) b{n} "
-                     f"ON b{n}.trunk = CASE WHEN x.billable THEN left(x.dst_channel, {n}) END "
-                     f"AND {valid.format(a=f'b{n}')}")
-        decks.append(f"b{n}.deck_id")
-    pick = f"coalesce({', '.join(picks)})" if picks else "CAST(NULL AS BIGINT)"
-    deck = f"coalesce({', '.join(decks)})" if decks else "CAST(NULL AS BIGINT)"
-    return f"SELECT x.rid, {pick} AS ident_pick, {deck} AS buy_deck FROM {_V['cdrs']} x\n" + "\n".join(joins)
+@dataclass
+class _Lookup:
+    """Exact-match lookup of string keys whose rows have disjoint validity (:func:`_flatten`):
+    key ``values[u]`` owns rows ``first[u]`` .. ``first[u] + count[u] - 1`` (sorted by start)."""
+
+    values: pa.Array
+    first: np.ndarray
+    count: np.ndarray
+    vf: np.ndarray
+    vt: np.ndarray
+    payload: np.ndarray
 
 
+def _lookup(rows) -> _Lookup:
+    """A :class:`_Lookup` of ``(key, vf_us, vt_us, payload)`` rows."""
+    rows = sorted(rows)
+    keys = [r[0] for r in rows]
+    values = list(dict.fromkeys(keys))
+    first = np.array([i for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k], np.int64)
+    return _Lookup(pa.array(values, pa.string()), first, np.diff(np.append(first, len(keys))),
+                   *(np.array([r[i] for r in rows], np.int64) for i in (1, 2, 3)))
+
+
+def _look_up(lookup: _Lookup, keys: pa.Array, start_us: np.ndarray, where: np.ndarray | None) -> np.ndarray:
+    """Per row: the payload of the lookup row whose key equals ``keys`` (where ``where``) and
+    that is valid at ``start_us``, else -1. A hash lookup (Arrow ``index_in``) per batch, then
+    one vectorized validity check per row of the longest history."""
+    found = np.full(len(keys), -1, np.int64)
+    if len(lookup.values) == 0:
+        return found
+    u = _np(pc.index_in(keys, value_set=lookup.values))
+    if where is not None:
+        u = np.where(where, u, -1)
+    hit = np.flatnonzero(u >= 0)
+    row, count, start = lookup.first[u[hit]], lookup.count[u[hit]], start_us[hit]
+    for k in range(int(count.max()) if len(count) else 0):
+        r = np.minimum(row + k, len(lookup.vf) - 1)
+        ok = (k < count) & (lookup.vf[r] <= start) & (start < lookup.vt[r])
+        found[hit[ok]] = lookup.payload[r[ok]]
+    return found
+
+
+def _identification(prep: Prepared) -> None:
+    """The lookups of stage 1, in precedence order (see "Who pays"): ``prep.who`` holds
+    (CDR column, required direction, key length or None for the whole value, lookup of picks),
+    ``prep.carriers`` (dst_channel key length, lookup of buy decks), longest first."""
+    kinds, values, vfs, vts, picks = (prep.id_flat[c].to_pylist() for c in ("kind", "value", "vf_us", "vt_us", "pick"))
+    rows = list(zip(kinds, values, vfs, vts, picks))
+
+    def of(kind, length=None):       # an empty account code matches nothing
+        return _lookup((v, vf, vt, pick) for k, v, vf, vt, pick in rows if k == kind
+                       and (length is None or len(v) == length) and not (kind == _ACCOUNT_CODE and v == ""))
+
+    prep.who = [("account_code", None, None, of(_ACCOUNT_CODE)), ("caller", _OUT, None, of(_NUMBER)),
+                ("callee", _IN, None, of(_DID))]
+    prep.who += [("channel", None, n, of(_TRUNK, n))
+                 for n in sorted({len(v) for k, v, *_ in rows if k == _TRUNK}, reverse=True)]
+    trunks = list(zip(*(prep.trunk_flat[c].to_pylist() for c in ("trunk", "vf_us", "vt_us", "deck_id"))))
+    prep.carriers = [(n, _lookup(t for t in trunks if len(t[0]) == n))
+                     for n in sorted({len(t[0]) for t in trunks}, reverse=True)]
+
+
+def _identify(prep: Prepared, cdrs: pa.Table, start_us: np.ndarray, billable: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 1, per CDR: the pick of the identifier that says who pays (-1: none) and, for
+    billable CDRs, the buy deck of the longest carrier trunk prefix of ``dst_channel`` (-1).
+    Hash lookups in Arrow (a DuckDB join per kind cost twice as much)."""
+    ident = np.full(cdrs.num_rows, -1, np.int64)
+    direction = cdrs["direction"]
+    for column, wanted, length, lookup in prep.who:
+        if len(lookup.values) == 0:
+            continue
+        keys = cdrs[column] if length is None else pc.utf8_slice_codeunits(cdrs[column], 0, length)
+        where = _np(pc.equal(direction, wanted)).astype(bool) if wanted else None
+        ident = np.where(ident >= 0, ident, _look_up(lookup, keys, start_us, where))
+    buy_deck = np.full(cdrs.num_rows, -1, np.int64)
+    for length, lookup in prep.carriers:
+        keys = pc.utf8_slice_codeunits(cdrs["dst_channel"], 0, length)
+        buy_deck = np.where(buy_deck >= 0, buy_deck, _look_up(lookup, keys, start_us, billable))
+    return ident, buy_deck
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,37 +679,6 @@ def _segments_json(band: str, rate_id: str, gs: str, n: str, units: str, pico: s
 
 _OK, _NO_BAND, _SLOW = 0, 1, 2
 _SPLIT = _FLAG_BITS[RatingFlag.BAND_SPLIT]
-
-# Legs whose start band has one group (most): one projection, no join. Columns come from numpy.
-_ONE_SQL = f"""
-SELECT lid, b AS units, price, upico, fbits FROM (
-{_priced("(SELECT *, (b - nf * fst) // inc AS nn FROM (SELECT *, CASE WHEN fst > 0 THEN 1 ELSE 0 END AS nf FROM "
-         "(SELECT *, CASE WHEN q <= fst THEN fst ELSE fst + (q - fst + inc - 1) // inc * inc END AS b FROM "
-         + _V["legs"] + " WHERE ngroups = 1)))",
-         "CAST(p AS {num}) * b", f"nf * {_inc_cost('p', 'fst')} + nn * {_inc_cost('p', 'inc')}")})
-"""
-
-# Legs with grouped intervals: one row per group, then summed per leg.
-_MANY_SQL = f"""
-WITH
-many AS ({_billed(f'''(SELECT s.lid, s.q, s.usize, s.iround, s.off_i, s.den_i, s.istep, gr.g, gr.s_g, gr.s_next,
-                              gr.price AS p, gr.fst, gr.inc, gr.band, gr.rate_id
-                       FROM {_V["legs"]} s JOIN {_V["grp"]} gr ON gr.vbid = s.vb0 WHERE s.ngroups > 1)''')}),
-many_sum AS (
-    SELECT lid, sum(b) AS units, sum(CAST(p AS {{num}}) * b) AS num,
-           sum(CASE WHEN iround THEN nf * {_inc_cost('p', 'fst')} + nn * {_inc_cost('p', 'inc')} ELSE 0 END) AS icost,
-           max(CASE WHEN b > 0 THEN s_g + b END) AS extent, count(*) FILTER (WHERE b > 0) AS nseg
-    FROM many GROUP BY lid
-),
-many_json AS (   -- the segments trace, only for legs billed in more than one group
-    SELECT lid, {_segments_json("band", "rate_id", "s_g", "nf + nn", "b", _pico("CAST(p AS {num}) * b", "usize"), "g")} AS segments
-    FROM many SEMI JOIN (SELECT lid FROM many_sum WHERE nseg > 1) USING (lid)
-    WHERE b > 0 GROUP BY lid
-)
-SELECT lid, units, price, upico, fbits | CASE WHEN nseg > 1 THEN {_SPLIT} ELSE 0 END AS fbits, extent, j.segments
-FROM ({_priced(f'(SELECT l.*, m.units, m.num, m.icost, m.extent, m.nseg FROM {_V["legs"]} l JOIN many_sum m USING (lid))',
-               "num", "icost")}) LEFT JOIN many_json j USING (lid)
-"""
 
 _SLOW_GROUPS = f"(SELECT sl.*, g.g, g.s_g, g.s_next, g.fst, g.inc FROM sl JOIN {_V['grp']} g ON g.vbid = sl.vb0)"
 _SLOW_TOTALS_SOURCE = f"""(SELECT sl.*, g.ridx AS ridx0, g.fee, coalesce(g.min_charge, 0) AS min_charge,
@@ -721,6 +769,23 @@ def _offset(method: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.select([method == 0, method == 2], [np.zeros_like(den), den - 1], den // 2)
 
 
+_VERSION_CONSTANTS = ("tscale", "usize", "rstep", "den_t", "off_t", "iround", "istep", "den_i", "off_i")
+
+
+def _version_constants(a: dict) -> dict:
+    """Per destination version, the pricing constants of :data:`_VERSION_CONSTANTS` (they depend
+    on the version's deck and unit size only): computed once here, gathered per leg."""
+    dpos = a["v_deckpos"]
+    usize, rstep, rmeth = a["v_usize"], a["d_rstep"][dpos], a["d_rmeth"][dpos]
+    imeth, istep = a["d_imeth"][dpos], a["d_istep"][dpos]
+    iround = imeth >= 0
+    istep = np.where(iround, istep, 1)
+    den_i, den_t = usize * istep, np.where(iround, 1, usize) * rstep
+    return {"v_tscale": np.where(a["v_ct"] == 0, 1_000_000, 0).astype(np.int64), "v_rstep": rstep,
+            "v_den_t": den_t, "v_off_t": _offset(rmeth, den_t), "v_iround": iround, "v_istep": istep,
+            "v_den_i": den_i, "v_off_i": _offset(np.where(iround, imeth, 0), den_i)}
+
+
 @dataclass
 class _Legs:
     """The priced legs of a batch (sell legs, then buy legs), as numpy columns; row = lid."""
@@ -740,16 +805,8 @@ def _build_legs(prep: Prepared, tariffs: Tariffs, rid: np.ndarray, side: np.ndar
     """Everything pricing needs per leg, gathered from the prepared arrays; the band at the answer
     instant from a per-minute table of the band calendar."""
     a = prep.arr
-    dpos = a["v_deckpos"][vid]
-    usize, rstep, rmeth = a["v_usize"][vid], a["d_rstep"][dpos], a["d_rmeth"][dpos]
-    imeth, istep = a["d_imeth"][dpos], a["d_istep"][dpos]
-    iround = imeth >= 0
-    istep = np.where(iround, istep, 1)
-    den_i, den_t = usize * istep, np.where(iround, 1, usize) * rstep
     cols = {"lid": np.arange(len(rid), dtype=np.int64), "rid": rid, "side": side, "vid": vid, "q": q, "t0_us": t0,
-            "tscale": np.where(a["v_ct"][vid] == 0, 1_000_000, 0).astype(np.int64), "usize": usize,
-            "rstep": rstep, "den_t": den_t, "off_t": _offset(rmeth, den_t), "iround": iround, "istep": istep,
-            "den_i": den_i, "off_i": _offset(np.where(iround, imeth, 0), den_i)}
+            **{name: a["v_" + name][vid] for name in _VERSION_CONSTANTS}}
     # calendar key: one per (deck, zone) pair whose version has band rows
     cal = a["v_cal"][vid]
     n_zones = len(prep.zones)
@@ -796,52 +853,164 @@ def _build_legs(prep: Prepared, tariffs: Tariffs, rid: np.ndarray, side: np.ndar
     return _Legs(cols, intervals)
 
 
-_ONE_COLS = ("lid", "q", "p", "fst", "inc", "fee", "min_charge", "max_cost", "action", "usize", "rstep", "den_t",
-             "off_t", "iround", "istep", "den_i", "off_i")
-_MANY_COLS = ("lid", "vb0", "q", "fee", "min_charge", "max_cost", "action", "usize", "rstep", "den_t", "off_t",
-              "iround", "istep", "den_i", "off_i")
 _SLOW_COLS = ("lid", "vid", "ck", "q", "t0_us", "tscale", "usize", "rstep", "den_t", "off_t", "iround", "istep",
               "den_i", "off_i")
 
 
-def _num_type(prep: Prepared, q: np.ndarray) -> str:
-    """BIGINT when no amount of the batch can reach 2**62 (micro × unit_size), else HUGEINT."""
+def _amount_bound(prep: Prepared, q: np.ndarray) -> int:
+    """An upper bound of the batch's amounts in micro × unit_size (``q``: the legs' quantities)."""
     a = prep.arr
     most = int(q.max()) + a["slack"] if len(q) else 0
-    bound = a["max_price"] * most * 4 + a["max_fee"] * a["max_usize"] + a["max_price"] * a["max_usize"]
-    return "BIGINT" if bound < 2 ** 62 else "HUGEINT"
+    return a["max_price"] * most * 4 + a["max_fee"] * a["max_usize"] + a["max_price"] * a["max_usize"]
+
+
+def _num_type(prep: Prepared, q: np.ndarray) -> str:
+    """BIGINT when no amount of the batch can reach 2**62 (micro × unit_size), else HUGEINT."""
+    return "BIGINT" if _amount_bound(prep, q) < 2 ** 62 else "HUGEINT"
+
+
+def _int64_exact(prep: Prepared, q: np.ndarray) -> bool:
+    """Whether int64 holds every amount of the batch, pico amounts (micro × 10**6) included."""
+    a = prep.arr
+    return (_amount_bound(prep, q) // a["min_usize"] + 2 * a["max_usize"] + 1) * 1_000_000 < 2 ** 62
+
+
+def _billed_np(q, s_g, s_next, g, fst, inc):
+    """Per group row (numpy, as the SQL of :func:`_billed`): billed units ``b``, first-increment
+    count ``nf`` (0 or 1) and next-increment count ``nn``."""
+    uu = np.minimum(np.maximum(q, s_g), s_next) - s_g
+    b = np.where(uu == 0, 0, np.where(g > 0, (uu + inc - 1) // inc * inc,
+                                      np.where(uu <= fst, fst, fst + (uu - fst + inc - 1) // inc * inc)))
+    nf = ((g == 0) & (b > 0) & (fst > 0)).astype(b.dtype)
+    return b, nf, (b - nf * fst) // inc
+
+
+def _pico_np(exact, usize):
+    """``exact`` (micro × usize) in pico units, half up (as :func:`_pico`)."""
+    return exact // usize * 1_000_000 + (2 * (exact % usize) * 1_000_000 + usize) // (2 * usize)
+
+
+def _priced_np(c: dict, num, icost):
+    """Per leg (numpy, as the SQL of :func:`_priced`): price (rounded, minimum charge and maximum
+    cost applied), unrounded pico amount and flag bits, from the leg's first-row columns ``c``,
+    the exact sum ``num`` of price × units and the sum ``icost`` of rounded increment costs."""
+    exact = c["fee"] * c["usize"] + num
+    price = (np.where(c["iround"], c["fee"] + icost, exact) + c["off_t"]) // c["den_t"] * c["rstep"]
+    minimum = (price > 0) & (price < c["min_charge"])
+    price = np.where(minimum, c["min_charge"], price)
+    over = (c["max_cost"] >= 0) & (price > c["max_cost"])
+    action = c["action"]
+    fbits = (np.where(minimum, _FLAG_BITS[RatingFlag.MIN_CHARGE], 0)
+             | np.where(over & (action == 1), _FLAG_BITS[RatingFlag.MAX_COST_CAPPED], 0)
+             | np.where(over & (action == 2), _FLAG_BITS[RatingFlag.MAX_COST_EXCEEDED], 0))
+    price = np.where(over & (action == 1), c["max_cost"], price)
+    return price, _pico_np(exact, c["usize"]), fbits
+
+
+_AMOUNT_COLS = ("q", "p", "fst", "inc", "fee", "usize", "off_t", "den_t", "rstep", "min_charge", "max_cost", "action",
+                "off_i", "den_i", "istep")
+
+
+def _increment_costs(c: dict, p, fst, inc, nf, nn):
+    """Per group row: the sum of its rounded increment costs (used when ``iround``)."""
+    return (nf * ((p * fst + c["off_i"]) // c["den_i"] * c["istep"])
+            + nn * ((p * inc + c["off_i"]) // c["den_i"] * c["istep"]))
+
+
+def _price_start_band(prep: Prepared, legs: dict, exact_ints: bool) -> dict:
+    """Price every leg as if the whole call stayed in its start band, in numpy (replacing DuckDB
+    projections that cost more than all the rest of the kernel). All legs are first priced as
+    single-group legs straight from their columns (no gather; most legs have one group, and
+    the results of legs without band rows are ignored); legs with grouped intervals are then
+    expanded to one row per group and summed. ``exact_ints``: int64 cannot overflow; otherwise
+    Python integers (object arrays: exact but slow, for rare huge amounts). Returns per leg
+    units, price, upico, fbits and extent (units to the end of the last billed group), and the
+    ``segments`` JSON of the legs ``split`` (billed in several groups)."""
+    kind = np.int64 if exact_ints else object
+    c = {name: legs[name].astype(kind, copy=False) for name in _AMOUNT_COLS}
+    c["iround"] = legs["iround"]
+    b, nf, nn = _billed_np(c["q"], 0, _NO_NEXT, 0, c["fst"], c["inc"])
+    num, units, extent = c["p"] * b, b, b.copy()
+    icost = (_increment_costs(c, c["p"], c["fst"], c["inc"], nf, nn) if c["iround"].any()
+             else np.zeros(len(b), kind))
+    nseg = np.ones(len(b), np.int64)
+    segments = pa.array([], pa.string())
+    many = np.flatnonzero(legs["ngroups"] > 1)
+    if len(many):
+        m = _price_groups(prep, {name: col[many] for name, col in c.items()}, legs["vb0"][many],
+                          legs["ngroups"][many])
+        num[many], units[many], extent[many], icost[many], nseg[many] = (m["num"], m["units"], m["extent"],
+                                                                         m["icost"], m["nseg"])
+        segments = m["segments"]
+    price, upico, fbits = _priced_np(c, num, icost)
+    return {"units": units.astype(np.int64), "price": price.astype(np.int64), "upico": upico.astype(np.int64),
+            "fbits": fbits.astype(np.int64) | np.where(nseg > 1, _SPLIT, 0), "extent": extent.astype(np.int64),
+            "split": np.flatnonzero(nseg > 1), "segments": segments}
+
+
+def _price_groups(prep: Prepared, c: dict, vb0: np.ndarray, ngroups: np.ndarray) -> dict:
+    """Legs with grouped intervals (columns ``c``): one row per (leg, group of its start band),
+    billed and summed per leg: num, units, extent, icost, nseg (billed groups) and the
+    ``segments`` JSON of the legs with nseg > 1, in leg order."""
+    a = prep.arr
+    starts = np.cumsum(ngroups) - ngroups                     # each leg's first row
+    leg = np.repeat(np.arange(len(vb0)), ngroups)             # row -> leg
+    row = np.repeat(a["vb_first"][vb0], ngroups) + np.arange(len(leg)) - starts[leg]   # grp row
+    rc = {name: col[leg] for name, col in c.items()}
+    p, fst, inc = (a[name][row].astype(c["q"].dtype, copy=False) for name in ("g_price", "g_fst", "g_inc"))
+    s_g = a["g_sg"][row]
+    b, nf, nn = _billed_np(rc["q"], s_g, a["g_snext"][row], a["g_g"][row], fst, inc)
+    amount = p * b
+    icost = (np.where(rc["iround"], _increment_costs(rc, p, fst, inc, nf, nn), 0) if c["iround"].any()
+             else np.zeros(len(b), b.dtype))
+    billed = b > 0
+    nseg = np.add.reduceat(billed.astype(np.int64), starts)
+    split = np.flatnonzero(billed & (nseg[leg] > 1))
+    return {"num": np.add.reduceat(amount, starts), "units": np.add.reduceat(b, starts),
+            "extent": np.maximum.reduceat(np.where(billed, s_g + b, -1), starts),
+            "icost": np.add.reduceat(icost, starts), "nseg": nseg,
+            "segments": _segments_np(prep, row[split], nseg[nseg > 1], (nf + nn)[split].astype(np.int64),
+                                     b[split].astype(np.int64),
+                                     _pico_np(amount[split], rc["usize"][split]).astype(np.int64))}
+
+
+def _segments_np(prep: Prepared, row: np.ndarray, nseg: np.ndarray, increments: np.ndarray, units: np.ndarray,
+                 pico: np.ndarray) -> pa.Array:
+    """The ``segments`` JSON of legs billed in several groups, built with Arrow string kernels
+    (the same text as DuckDB's ``to_json``): per billed group row, its prepared head
+    ``{"band":..,"rate_id":..,"group_start":..,"increments":`` then the counts; per leg, the
+    ``nseg`` consecutive rows joined into one array."""
+    if len(nseg) == 0:
+        return pa.array([], pa.string())
+    parts = pc.binary_join_element_wise(prep.seg_heads.take(pa.array(row)), pa.array(increments).cast(pa.string()),
+                                        ',"units":', pa.array(units).cast(pa.string()), ',"amount_pico":',
+                                        pa.array(pico).cast(pa.string()), "}", "")
+    offsets = np.zeros(len(nseg) + 1, np.int32)
+    np.cumsum(nseg, out=offsets[1:])
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), parts), ",")
+    return pc.binary_join_element_wise("[", joined, "]", "")
 
 
 def _price_legs(con, prep: Prepared, legs: _Legs, num: str) -> dict:
     """Price every leg; per-leg numpy results: state, ridx0, units, price, upico, fbits, and the
-    band and segments strings as indexes into ``strings`` / ``segments`` (-1 = null)."""
+    band and segments strings as indexes into ``strings`` / ``segments`` (-1 = null). Legs that
+    stay in their start band's interval are priced in numpy (:func:`_price_start_band`); the
+    few that cross a band boundary are cut into segments in DuckDB (``_SLOW_SQL``)."""
     c = legs.cols
     n = len(c["lid"])
     out = {"state": np.full(n, _OK, np.int64), "units": np.zeros(n, np.int64), "price": np.zeros(n, np.int64),
            "upico": np.zeros(n, np.int64), "fbits": np.zeros(n, np.int64), "ridx0": c["ridx0"].copy(),
            "band": c["band0"].copy(), "segment": np.full(n, -1, np.int64), "missing_bid": np.full(n, -1, np.int64)}
-    strings, segments = list(prep.band_names), []
+    strings = list(prep.band_names)
     no_band = c["vb0"] < 0
     out["state"][no_band] = _NO_BAND
     out["missing_bid"][no_band] = c["bid0"][no_band]
-    extent = np.zeros(n, np.int64)
-    one = c["ngroups"] == 1
-    if one.any():
-        r = _run(con, _ONE_SQL, {"legs": legs.table(None, _ONE_COLS + ("ngroups",))}, num)
-        lid = _np(r["lid"])
-        for name in ("units", "price", "upico", "fbits"):
-            out[name][lid] = _np(r[name])
-        extent[lid] = out["units"][lid]
-    many = c["ngroups"] > 1
-    if many.any():
-        r = _run(con, _MANY_SQL, {"legs": legs.table(many, _MANY_COLS + ("ngroups",)), "grp": prep.grp}, num)
-        lid = _np(r["lid"])
-        for name in ("units", "price", "upico", "fbits"):
-            out[name][lid] = _np(r[name])
-        extent[lid] = _np(r["extent"])
-        has = r["segments"].is_valid().to_numpy(zero_copy_only=False)
-        out["segment"][lid[has]] = np.arange(has.sum()) + len(segments)
-        segments.extend(r["segments"].filter(has).to_pylist())
+    r = _price_start_band(prep, c, _int64_exact(prep, c["q"]))
+    for name in ("units", "price", "upico", "fbits"):
+        out[name] = np.where(no_band, out[name], r[name])
+    extent = np.where(no_band, 0, r["extent"])
+    out["segment"][r["split"]] = np.arange(len(r["split"]))
+    segments = [r["segments"]]
     slow = ~no_band & (c["t0_us"] + extent * c["tscale"] > c["iv_end"])
     if slow.any():
         r = _run(con, _SLOW_SQL, {"slow": legs.table(slow, _SLOW_COLS), "grp": prep.grp, "effband": prep.effband,
@@ -851,8 +1020,8 @@ def _price_legs(con, prep: Prepared, legs: _Legs, num: str) -> dict:
             out[name][lid] = _np(r[name])
         out["segment"][lid] = -1
         has = r["segments"].is_valid().to_numpy(zero_copy_only=False)
-        out["segment"][lid[has]] = np.arange(has.sum()) + len(segments)
-        segments.extend(r["segments"].filter(has).to_pylist())
+        out["segment"][lid[has]] = np.arange(has.sum()) + len(segments[0])
+        segments.append(r["segments"].filter(has).combine_chunks())
         bands = r["bands"].to_pylist()
         index = {name: i for i, name in enumerate(strings)}
         for i, name in enumerate(bands):
@@ -861,15 +1030,50 @@ def _price_legs(con, prep: Prepared, legs: _Legs, num: str) -> dict:
                 strings.append(name)
         out["band"][lid] = [index[name] if name is not None else -1 for name in bands]
     out["strings"] = pa.array(strings, pa.string())
-    out["segments"] = pa.array(segments, pa.string())
+    out["segments"] = pa.concat_arrays(segments)
     return out
 
 
-def _take(array: pa.Array | pa.ChunkedArray, index: np.ndarray) -> pa.Array:
-    """``array`` at ``index`` (-1: null)."""
-    if len(array) == 0:
-        return pa.nulls(len(index), array.type)
-    return array.take(pa.array(np.maximum(index, 0), mask=index < 0))
+def _bitmap(valid: np.ndarray) -> pa.Buffer | None:
+    """An Arrow validity bitmap of ``valid`` (None when every row is valid)."""
+    return None if valid.all() else pa.array(valid).buffers()[1]
+
+
+def _masked(values: np.ndarray, validity: pa.Buffer | None, kind: pa.DataType = pa.int64()) -> pa.Array:
+    """``values`` (numpy, the width of ``kind``) as an Arrow array with a prepared validity bitmap:
+    one bitmap serves every column with the same nulls (``pa.array(mask=...)`` packs its own)."""
+    return pa.Array.from_buffers(kind, len(values), [validity, pa.py_buffer(np.ascontiguousarray(values))])
+
+
+class _Gather:
+    """Rows ``index`` (-1: null) of small prepared columns. Arrow's ``take`` with null indices
+    costs ~10 ns a row; this gathers with valid indices only (numpy for 64-bit columns, a
+    chunked ``take`` for strings, which is faster than an array's) and attaches one validity
+    bitmap shared by all the columns."""
+
+    def __init__(self, index: np.ndarray):
+        self.index = index
+        valid = index >= 0
+        self.at = np.where(valid, index, 0)
+        self.validity = _bitmap(valid)
+
+    def __call__(self, array: pa.Array | pa.ChunkedArray) -> pa.Array:
+        n = len(self.index)
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        if len(array) == 0:
+            return pa.nulls(n, array.type)
+        if array.null_count:
+            return array.take(pa.array(self.at, mask=self.index < 0))
+        if pa.types.is_string(array.type):      # null rows take an empty string appended at the end
+            taken = pa.chunked_array([array, pa.array([""], array.type)]).take(
+                np.where(self.index >= 0, self.index, len(array)))
+            taken = taken.chunk(0) if taken.num_chunks == 1 else taken.combine_chunks()
+            return pa.Array.from_buffers(array.type, n, [self.validity, *taken.buffers()[1:]], offset=taken.offset)
+        if array.type.bit_width == 64:
+            values = np.frombuffer(array.buffers()[1], np.int64, len(array), array.offset * 8)
+            return _masked(values[self.at], self.validity, array.type)
+        return array.take(pa.array(self.at, mask=self.index < 0))
 
 
 def price_batch(con, cdrs: pa.Table, tariffs: Tariffs, rated_at: dt.datetime) -> pa.Table:
@@ -878,13 +1082,44 @@ def price_batch(con, cdrs: pa.Table, tariffs: Tariffs, rated_at: dt.datetime) ->
     Returns one row per CDR, in input order, with :data:`~bluerocktel.lake.RATED_SCHEMA`
     (``bundle_id``/``bundle_units`` null). Pure per row, so any partition of a batch gives the
     same rows. ``con`` is a DuckDB connection used by one caller at a time; the kernel
-    registers and then drops its views on it.
+    registers and then drops its views on it (and on cursors it opens for parallel parts).
     """
     if rated_at.tzinfo is None:
         raise ValueError(f"naive datetime {rated_at!r}: rated_at must be UTC-aware")
     prep = prepare(con, tariffs)
-    a = prep.arr
     cdrs = _conform(cdrs, CDR_SCHEMA)
+    parts = min(os.cpu_count() or 1, cdrs.num_rows // _PART_ROWS)
+    if parts <= 1:
+        return _price_part(con, prep, tariffs, cdrs, rated_at)
+    return _price_parallel(con, prep, tariffs, cdrs, rated_at, parts)
+
+
+_PART_ROWS = 200_000     # smallest part worth a thread of its own
+
+
+def _price_parallel(con, prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at: dt.datetime,
+                    parts: int) -> pa.Table:
+    """:func:`_price_part` of ``parts`` slices of ``cdrs`` in as many threads, each with its own
+    DuckDB cursor: numpy, Arrow and DuckDB release the GIL, so the slices use every core
+    (rating is pure per row, so the concatenated parts are the rows of one call)."""
+    size = -(-cdrs.num_rows // parts)
+    zone = con.sql("SELECT current_setting('TimeZone')").fetchall()[0][0]
+    cursors = [con] + [con.cursor() for _ in range(parts - 1)]
+    try:
+        for cursor in cursors[1:]:
+            cursor.execute(f"SET TimeZone = '{zone}'")
+        with ThreadPoolExecutor(parts) as pool:
+            tables = list(pool.map(lambda i: _price_part(cursors[i], prep, tariffs, cdrs.slice(i * size, size),
+                                                         rated_at), range(parts)))
+    finally:
+        for cursor in cursors[1:]:
+            cursor.close()
+    return pa.concat_tables(tables)
+
+
+def _price_part(con, prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at: dt.datetime) -> pa.Table:
+    """:func:`price_batch` of conformed ``cdrs``, on one thread."""
+    a = prep.arr
     n = cdrs.num_rows
 
     # per CDR, vectorized: call type code, quantity, billable, answer instant
@@ -898,16 +1133,7 @@ def price_batch(con, cdrs: pa.Table, tariffs: Tariffs, rated_at: dt.datetime) ->
     answer_us = cdrs["answer_at"].cast(pa.int64())
     t0 = np.where(answer_us.is_null().to_numpy(zero_copy_only=False), start_us, _np(answer_us))
 
-    view = cdrs.select(["caller", "callee", "account_code", "channel", "dst_channel", "direction"])
-    view = view.append_column("rid", pa.array(np.arange(n, dtype=np.int64))).append_column(
-        "start_us", pa.array(start_us)).append_column("billable", pa.array(billable)).append_column(
-        "ct", pa.array(np.where(ct >= 0, ct, 3)))
-    found = _run(con, prep.stage1_sql, {"cdrs": view, "ids": prep.id_flat, "trunks": prep.trunk_flat})
-    ident, buy_deck = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
-    f_rid = _np(found["rid"])
-    if len(f_rid) != n:
-        raise RuntimeError(f"rating kernel: {len(f_rid)} identification rows for {n} CDRs")
-    ident[f_rid], buy_deck[f_rid] = _np(found["ident_pick"]), _np(found["buy_deck"])
+    ident, buy_deck = _identify(prep, cdrs, start_us, billable)
     assigned = ident >= 0
     billable &= assigned
     if assigned.any():
@@ -919,10 +1145,7 @@ def price_batch(con, cdrs: pa.Table, tariffs: Tariffs, rated_at: dt.datetime) ->
     # which destination version prices each billable CDR, sell side (plan deck) and buy side
     sell_try, buy_try = np.flatnonzero(billable & (plan_deck >= 0)), np.flatnonzero(billable & (buy_deck >= 0))
     tries = np.concatenate([sell_try, buy_try])
-    encoded = np.zeros(n, np.int64)
-    priced_rows = np.flatnonzero(billable)
-    if len(priced_rows):
-        encoded[priced_rows] = _encode_callees(cdrs["callee"].take(pa.array(priced_rows)))
+    encoded = _encode_callees(cdrs["callee"], a["max_plen"]) if len(tries) else np.zeros(n, np.int64)
     vid = _match_versions(prep, np.concatenate([plan_deck[sell_try], buy_deck[buy_try]]),
                           np.where(ct[tries] >= 0, ct[tries], 3), encoded[tries],
                           start_us[tries])
@@ -964,27 +1187,28 @@ def price_batch(con, cdrs: pa.Table, tariffs: Tariffs, rated_at: dt.datetime) ->
     status[free], status[rated], status[unrated] = 1, 2, 3
     rates = prep.rates
     who = np.where(assigned, ident, -1)
+    by_who, by_rate, by_cost = _Gather(who), _Gather(rate_row), _Gather(cost_row)
+    priced = _bitmap(~unpriced)
     columns = {
         **{name: cdrs[name] for name in CDR_SCHEMA.names},
-        "account_id": _take(prep.ids["account_id"], who), "service_id": _take(prep.ids["service_id"], who),
-        "rate_deck_id": _take(rates["deck_id"], rate_row), "rate_id": _take(rates["rate_id"], rate_row),
-        "rate_valid_from": _take(rates["valid_from"], rate_row), "prefix": _take(rates["prefix"], rate_row),
-        "destination": _take(rates["destination"], rate_row), "zone": _take(rates["zone"], rate_row),
-        "band": _take(res["strings"], np.where(rated, sell_col("band"), -1)),
-        "segments": _take(res["segments"], np.where(rated, sell_col("segment"), -1)),
-        "first_increment": _take(rates["first_increment"], rate_row),
-        "next_increment": _take(rates["next_increment"], rate_row),
-        "billable_s": pa.array(np.where(ct == 0, units, 0).astype(np.int32), mask=unpriced),
-        "billable_units": pa.array(units, mask=unpriced),
-        "unrounded_pico": pa.array(np.where(rated, sell_col("upico"), 0), mask=unpriced),
-        "price_micro": pa.array(price, mask=unpriced),
+        "account_id": by_who(prep.ids["account_id"]), "service_id": by_who(prep.ids["service_id"]),
+        "rate_deck_id": by_rate(rates["deck_id"]), "rate_id": by_rate(rates["rate_id"]),
+        "rate_valid_from": by_rate(rates["valid_from"]), "prefix": by_rate(rates["prefix"]),
+        "destination": by_rate(rates["destination"]), "zone": by_rate(rates["zone"]),
+        "band": _Gather(np.where(rated, sell_col("band"), -1))(res["strings"]),
+        "segments": _Gather(np.where(rated, sell_col("segment"), -1))(res["segments"]),
+        "first_increment": by_rate(rates["first_increment"]), "next_increment": by_rate(rates["next_increment"]),
+        "billable_s": _masked(np.where(ct == 0, units, 0).astype(np.int32), priced, pa.int32()),
+        "billable_units": _masked(units, priced),
+        "unrounded_pico": _masked(np.where(rated, sell_col("upico"), 0), priced),
+        "price_micro": _masked(price, priced),
         "bundle_id": pa.nulls(n, pa.int64()), "bundle_units": pa.nulls(n, pa.int64()),
         "bundle_split": pa.nulls(n, pa.string()),
-        "cost_deck_id": _take(rates["deck_id"], cost_row), "cost_rate_id": _take(rates["rate_id"], cost_row),
-        "cost_micro": pa.array(cost, mask=~buy_ok),
-        "margin_micro": pa.array(margin, mask=~margin_ok),
-        "flags": _FLAG_STRINGS.take(pa.array(fbits)),
-        "rating_status": _STATUSES.take(pa.array(status)),
+        "cost_deck_id": by_cost(rates["deck_id"]), "cost_rate_id": by_cost(rates["rate_id"]),
+        "cost_micro": _masked(cost, by_cost.validity),
+        "margin_micro": _masked(margin, _bitmap(margin_ok)),
+        "flags": _Gather(fbits)(_FLAG_STRINGS),
+        "rating_status": _Gather(status)(_STATUSES),
         "rating_reason": _reasons(cdrs, prep, res, sell_leg, ct, unrated, assigned, plan_deck, who),
         "tariff_version": pa.repeat(pa.scalar(tariffs.version), n),
         "rated_at": pa.repeat(pa.scalar(rated_at, UTC_TS), n),
@@ -1023,10 +1247,10 @@ def _reasons(cdrs: pa.Table, prep: Prepared, res: dict, sell_leg: np.ndarray, ct
                             pc.replace_substring_regex(callee, r"^(\+[0-9]*).*$", r"\1"), callee)
         kind = pa.array(_CALL_TYPES + ["unknown call type"]).take(pa.array(np.where(ct[rows] >= 0, ct[rows], 3)))
         chain = prep.decks["chain_text"].take(pc.index_in(pa.array(plan_deck[rows]), prep.decks["deck_id"]))
-        service = _take(prep.ids["service_id"], who[rows]).cast(pa.string())
+        service = _Gather(who[rows])(prep.ids["service_id"]).cast(pa.string())
         legs = sell_leg[rows]
         bid = np.where(legs >= 0, res["missing_bid"][np.maximum(legs, 0)] if len(res["missing_bid"]) else -1, -1)
-        band = _take(pa.array(prep.band_names, pa.string()), bid)
+        band = _Gather(bid)(pa.array(prep.band_names, pa.string()))
         shown = pc.if_else(pc.equal(band, ""), "(all-time)", band)
         texts.append(pc.if_else(
             pa.array(plan_deck[rows] < 0),
