@@ -20,25 +20,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
+from sqlalchemy.orm import Session
 
+from bluerocktel import helpdesk
 from bluerocktel.audit import record_audit
+from bluerocktel.billing.payments import account_balance, local_date, open_invoices, operator_today, statement
 from bluerocktel.db.models import (
     Account,
+    Allocation,
     BillingRun,
     Brand,
     CdrFile,
     CdrSource,
     CdrSourceState,
+    Contract,
     Invoice,
+    Payment,
     Service,
+    Team,
+    Ticket,
     User,
 )
 from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.lake import connect_duckdb, scan_sql
 from bluerocktel.security import AuthError, Principal, can
 from bluerocktel.settings import get_setting
-from bluerocktel.vocabulary import Collector, InvoiceKind, InvoiceStatus, Role
+from bluerocktel.vocabulary import (STAFF_ROLES, Collector, InvoiceKind, InvoiceStatus, Role, TicketPriority,
+                                   TicketStatus)
 from bluerocktel.workbench import Workbench
 
 if TYPE_CHECKING:
@@ -80,12 +89,34 @@ class InvoiceRow:
     vat_minor: int
     total_minor: int
     has_pdf: bool
+    open_minor: int = 0                 # still to pay (invoices only)
+    standing: str = ""                  # INVOICE_STANDINGS, from the payments: what the customer is shown
+    credits_number: str | None = None   # a credit note: the invoice it corrects
 
     @classmethod
-    def of(cls, inv: Invoice) -> "InvoiceRow":
+    def of(cls, inv: Invoice, open_minor: int, today: dt.date, credits_number: str | None = None) -> "InvoiceRow":
         return cls(inv.id, inv.number, inv.kind, inv.status, inv.period_start, inv.period_end, inv.issue_date,
                    inv.due_date, inv.currency, inv.subtotal_minor, inv.vat_minor, inv.total_minor,
-                   bool(inv.pdf_path))
+                   bool(inv.pdf_path), open_minor, invoice_standing(inv, open_minor, today), credits_number)
+
+
+INVOICE_STANDINGS = ("credit_note", "credited", "paid", "disputed", "overdue", "partially_paid", "to_pay")
+
+
+def invoice_standing(inv: Invoice, open_minor: int, today: dt.date) -> str:
+    """Where an invoice stands for its customer: paid, partially paid, overdue (open past its due
+    date), to pay; credit notes, invoices cancelled by credit notes and disputed ones apart."""
+    if inv.kind == InvoiceKind.CREDIT_NOTE:
+        return "credit_note"
+    if inv.status == InvoiceStatus.CREDITED:
+        return "credited"
+    if open_minor <= 0:
+        return "paid"
+    if inv.status == InvoiceStatus.DISPUTED:
+        return "disputed"
+    if inv.due_date < today:
+        return "overdue"
+    return "partially_paid" if open_minor < inv.total_minor else "to_pay"
 
 
 @dataclass(frozen=True)
@@ -97,6 +128,61 @@ class ServiceRow:
     quantity: int
     activated_on: dt.date | None
     terminated_on: dt.date | None
+    contract: str | None = None          # the contract's reference
+
+
+@dataclass(frozen=True)
+class ContractRow:
+    id: int
+    reference: str
+    status: str
+    start_date: dt.date
+    term_months: int
+    commitment_end: dt.date | None
+    notice_days: int
+    notice_deadline: dt.date | None      # last day to give notice for the contract to end at commitment_end
+    auto_renew: bool
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    id: int
+    received_on: dt.date                 # operator's local date
+    amount_minor: int
+    currency: str
+    method: str
+    reference: str
+    status: str                          # received | returned
+    returned_on: dt.date | None
+    settled: tuple[str, ...]             # numbers of the invoices it pays (allocations not reversed)
+
+
+@dataclass(frozen=True)
+class TicketRow:
+    id: int
+    subject: str
+    status: str
+    priority: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    service: str | None                  # the service's label, when the ticket names one
+    invoice: str | None                  # the invoice's number, when the ticket names one
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    id: int
+    author: str
+    from_staff: bool
+    internal: bool
+    body: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class TicketThread:
+    ticket: TicketRow
+    messages: list[MessageRow]
 
 
 # Columns of the call log, all from lake.RATED_SCHEMA.
@@ -164,7 +250,9 @@ def _limit(limit: int, maximum: int = 500) -> int:
 
 
 class PortalStore:
-    """What one customer may see: their account, invoices, services and rated calls."""
+    """What one customer may see and do: their account, invoices and credit notes, balance,
+    statement and payments, services and contracts, rated calls, and their support requests
+    (opened, read without internal notes, answered)."""
 
     def __init__(self, wb: Workbench, user_id: int):
         self.wb = wb
@@ -174,6 +262,7 @@ class PortalStore:
                 raise AuthError("the portal is for active customer users")
             self.user_id = user.id
             self.user_name = user.name
+            self.user_email = user.email
             self.account_id = user.account_id
 
     def account_summary(self) -> AccountSummary:
@@ -191,16 +280,25 @@ class PortalStore:
         with self.wb.db.session() as s:
             return s.scalar(select(Account.brand_id).where(Account.id == self.account_id))
 
-    def invoices(self, limit: int = 100) -> list[InvoiceRow]:
-        """The account's invoices and credit notes, newest first."""
+    def invoices(self, limit: int = 100, today: dt.date | None = None) -> list[InvoiceRow]:
+        """The account's invoices and credit notes, newest first, each with what is left to pay and
+        its standing on ``today`` (paid, partially paid, overdue...); a credit note names the invoice
+        it corrects."""
         with self.wb.db.session() as s:
             rows = s.scalars(select(Invoice).where(Invoice.account_id == self.account_id)
                              .order_by(Invoice.issue_date.desc(), Invoice.id.desc()).limit(_limit(limit))).all()
-            return [InvoiceRow.of(inv) for inv in rows]
+            return self._rows(s, rows, today or operator_today())
 
-    def invoice(self, invoice_id: int) -> InvoiceRow:
+    def invoice(self, invoice_id: int, today: dt.date | None = None) -> InvoiceRow:
         with self.wb.db.session() as s:
-            return InvoiceRow.of(self._own_invoice(s, invoice_id))
+            return self._rows(s, [self._own_invoice(s, invoice_id)], today or operator_today())[0]
+
+    def _rows(self, s: Session, invoices: list[Invoice], today: dt.date) -> list[InvoiceRow]:
+        open_minor = {inv.id: minor for inv, minor in open_invoices(s, self.account_id)}
+        credited = dict(s.execute(select(Invoice.id, Invoice.number).where(
+            Invoice.id.in_({inv.credits_invoice_id for inv in invoices if inv.credits_invoice_id}))).all())
+        return [InvoiceRow.of(inv, open_minor.get(inv.id, 0), today, credited.get(inv.credits_invoice_id))
+                for inv in invoices]
 
     def invoice_pdf_path(self, invoice_id: int) -> tuple[Path, str]:
         """The PDF file of one of the account's invoices and a download file name."""
@@ -216,10 +314,83 @@ class PortalStore:
 
     def services(self) -> list[ServiceRow]:
         with self.wb.db.session() as s:
-            rows = s.scalars(select(Service).where(Service.account_id == self.account_id)
-                             .order_by(Service.id)).all()
-            return [ServiceRow(sv.id, sv.label, sv.product.name, sv.status, sv.quantity, sv.activated_on,
-                               sv.terminated_on) for sv in rows]
+            return account_services(s, self.account_id)
+
+    def contracts(self) -> list[ContractRow]:
+        """The account's contracts, newest start first, with the last day to give notice."""
+        with self.wb.db.session() as s:
+            rows = s.scalars(select(Contract).where(Contract.account_id == self.account_id)
+                             .order_by(Contract.start_date.desc(), Contract.id.desc())).all()
+            return [ContractRow(c.id, c.reference, c.status, c.start_date, c.term_months, c.commitment_end,
+                                c.notice_days,
+                                c.commitment_end - dt.timedelta(days=c.notice_days) if c.commitment_end else None,
+                                c.auto_renew) for c in rows]
+
+    def balance(self, today: dt.date | None = None) -> dict:
+        """What the account owes on ``today`` (:func:`bluerocktel.billing.payments.account_balance`)."""
+        with self.wb.db.session() as s:
+            return account_balance(s, self.account_id, today)
+
+    def statement(self, today: dt.date | None = None, months: int = 12) -> list[dict]:
+        """The statement of this month and the ``months - 1`` before, up to ``today`` included
+        (:func:`bluerocktel.billing.payments.statement`: an opening line, then a running balance)."""
+        today = today or operator_today()
+        first = today.year * 12 + today.month - 1 - (months - 1)
+        start = dt.date(first // 12, first % 12 + 1, 1)
+        with self.wb.db.session() as s:
+            return statement(s, self.account_id, start, today + dt.timedelta(days=1))
+
+    def payments(self, limit: int = 100) -> list[PaymentRow]:
+        """The account's payments, newest first, with the invoices each one settles."""
+        with self.wb.db.session() as s:
+            rows = s.scalars(select(Payment).where(Payment.account_id == self.account_id)
+                             .order_by(Payment.received_at.desc(), Payment.id.desc()).limit(_limit(limit))).all()
+            settled: dict[int, list[str]] = {}
+            for payment_id, number in s.execute(
+                    select(Allocation.payment_id, Invoice.number).join(Invoice, Invoice.id == Allocation.invoice_id)
+                    .where(Allocation.payment_id.in_([p.id for p in rows]), Allocation.reversed_at.is_(None))
+                    .order_by(Invoice.due_date, Invoice.id)):
+                settled.setdefault(payment_id, []).append(number)
+            return [PaymentRow(p.id, local_date(p.received_at), p.amount_minor, p.currency, p.method,
+                               p.reference or p.bank_reference or "", p.status,
+                               local_date(p.returned_at) if p.returned_at else None, tuple(settled.get(p.id, ())))
+                    for p in rows]
+
+    # --- Support requests -------------------------------------------------------------------------
+
+    def tickets(self, limit: int = 100) -> list[TicketRow]:
+        """The account's support requests, most recently updated first."""
+        with self.wb.db.session() as s:
+            rows = s.scalars(select(Ticket).where(Ticket.account_id == self.account_id)
+                             .order_by(Ticket.updated_at.desc(), Ticket.id.desc()).limit(_limit(limit))).all()
+            return [ticket_row(s, t) for t in rows]
+
+    def ticket(self, ticket_id: int) -> TicketThread:
+        """One of the account's tickets and its public messages (internal notes never leave the staff side)."""
+        with self.wb.db.session() as s:
+            ticket = s.get(Ticket, ticket_id)
+            if ticket is None or ticket.account_id != self.account_id:
+                raise NotFoundError(f"no ticket {ticket_id}")
+            return TicketThread(ticket_row(s, ticket), message_rows(s, helpdesk.visible_messages(ticket, staff=False)))
+
+    def open_ticket(self, subject: str, body: str, priority: str = TicketPriority.NORMAL,
+                    service_id: int | None = None, invoice_id: int | None = None) -> TicketRow:
+        """Open a request on the account, about one of its services or invoices if named (another
+        account's answers NotFoundError); customers choose low, normal or high priority."""
+        if priority not in CUSTOMER_PRIORITIES:
+            raise UserFacingError(f"priority must be one of {', '.join(CUSTOMER_PRIORITIES)}, not {priority!r}")
+        with self.wb.db.transaction() as s:
+            ticket = helpdesk.open_ticket(s, self.account_id, subject, body, actor=self.user_email,
+                                          priority=priority, service_id=service_id, invoice_id=invoice_id,
+                                          author_user_id=self.user_id, author_email=self.user_email)
+            return ticket_row(s, ticket)
+
+    def reply(self, ticket_id: int, body: str) -> MessageRow:
+        """Answer on one of the account's tickets (another account's: NotFoundError)."""
+        with self.wb.db.transaction() as s:
+            message = helpdesk.reply(s, ticket_id, body, actor=self.user_email, author_user_id=self.user_id,
+                                     author_email=self.user_email, account_id=self.account_id)
+            return message_rows(s, [message])[0]
 
     def calls(self, offset: int = 0, limit: int = 25, months: list[str] | None = None) -> CallPage:
         """A page of the account's rated calls from the lake, newest first, with the total count."""
@@ -243,6 +414,35 @@ class PortalStore:
         finally:
             con.close()
         return CallPage(rows, int(total), offset, limit)
+
+
+CUSTOMER_PRIORITIES = (TicketPriority.LOW.value, TicketPriority.NORMAL.value, TicketPriority.HIGH.value)
+
+
+def account_services(s: Session, account_id: int) -> list[ServiceRow]:
+    """The account's services in creation order, with their contract's reference."""
+    rows = s.execute(select(Service, Contract.reference).outerjoin(Contract, Contract.id == Service.contract_id)
+                     .where(Service.account_id == account_id).order_by(Service.id)).all()
+    return [ServiceRow(sv.id, sv.label, sv.product.name, sv.status, sv.quantity, sv.activated_on, sv.terminated_on,
+                       reference) for sv, reference in rows]
+
+
+def ticket_row(s: Session, t: Ticket) -> TicketRow:
+    service = s.get(Service, t.service_id) if t.service_id else None
+    invoice = s.get(Invoice, t.invoice_id) if t.invoice_id else None
+    return TicketRow(t.id, t.subject, t.status, t.priority, t.created_at, t.updated_at,
+                     service.label if service else None, invoice.number if invoice else None)
+
+
+def message_rows(s: Session, messages) -> list[MessageRow]:
+    """Messages with their author's name (a user's, else the sender's address) and whether staff wrote them."""
+    rows = []
+    for m in messages:
+        user = s.get(User, m.author_user_id) if m.author_user_id else None
+        author = (user.name or user.email) if user else (m.author_email or "")
+        rows.append(MessageRow(m.id, author, user is not None and user.role in STAFF_ROLES, m.internal, m.body,
+                               m.created_at))
+    return rows
 
 
 def resolve_document(wb: Workbench, relative_path: str | None, what: str) -> Path:
@@ -398,6 +598,143 @@ class StaffStore:
                              .limit(_limit(limit))).all()
             return [BillingRunRow(r.id, r.period, r.brand_code, r.dry_run, r.status, r.started_at, r.finished_at,
                                   r.started_by, _invoice_count(r.summary), r.error) for r in runs]
+
+    # --- Helpdesk -----------------------------------------------------------------------------------
+
+    def ticket_queue(self, principal: Principal, *, status: str | None = None, priority: str | None = None,
+                     assigned_to_me: bool = False, team_id: int | None = None, offset: int = 0, limit: int = 50,
+                     now: dt.datetime | None = None) -> TicketQueuePage:
+        """A page of tickets, next SLA target first (the first response while it is unmet, else the
+        resolution). ``status``: one status, ``"active"`` (default: neither resolved nor closed) or
+        ``"all"``; breach flags as at ``now``."""
+        _require(principal, "tickets:read", "see the helpdesk queue")
+        limit, offset = _limit(limit), max(0, int(offset))
+        query = select(Ticket)
+        status = status or "active"
+        if status == "active":
+            query = query.where(Ticket.status.not_in([TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value]))
+        elif status != "all":
+            query = query.where(Ticket.status == _choice(status, TicketStatus, "status"))
+        if priority:
+            query = query.where(Ticket.priority == _choice(priority, TicketPriority, "priority"))
+        if assigned_to_me:
+            query = query.where(Ticket.assignee_id == principal.user_id)
+        if team_id is not None:
+            query = query.where(Ticket.team_id == team_id)
+        next_due = case((Ticket.first_response_at.is_(None), Ticket.first_response_due_at),
+                        else_=Ticket.resolution_due_at)
+        with self.wb.db.session() as s:
+            total = s.scalar(select(func.count()).select_from(query.subquery()))
+            rows = s.scalars(query.order_by(next_due, Ticket.id).offset(offset).limit(limit)).all()
+            return TicketQueuePage([queue_row(s, t, now) for t in rows], int(total), offset, limit)
+
+    def tickets_due_soon(self, principal: Principal, *, within: dt.timedelta = dt.timedelta(hours=2),
+                         now: dt.datetime | None = None) -> list[QueueRow]:
+        """Unresolved tickets breached or due within ``within`` (:func:`bluerocktel.helpdesk.due_soon`)."""
+        _require(principal, "tickets:read", "see the helpdesk queue")
+        with self.wb.db.session() as s:
+            return [queue_row(s, t, now) for t, _ in helpdesk.due_soon(s, within=within, now=now)]
+
+    def helpdesk_ticket(self, principal: Principal, ticket_id: int, now: dt.datetime | None = None,
+                        today: dt.date | None = None) -> StaffTicket:
+        """A ticket with every message (internal notes flagged) and, beside it, its account's
+        services, balance and open invoices."""
+        _require(principal, "tickets:read", "read tickets")
+        today = today or operator_today()
+        with self.wb.db.session() as s:
+            ticket = s.get(Ticket, ticket_id)
+            if ticket is None:
+                raise NotFoundError(f"no ticket {ticket_id}")
+            invoices = [InvoiceRow.of(inv, minor, today) for inv, minor in open_invoices(s, ticket.account_id)]
+            messages = message_rows(s, helpdesk.visible_messages(ticket, staff=True))
+            return StaffTicket(queue_row(s, ticket, now), messages, account_services(s, ticket.account_id),
+                               account_balance(s, ticket.account_id, today), invoices)
+
+    def helpdesk_people(self) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        """Who tickets can be assigned to: active staff users ``(id, e-mail)`` and teams ``(id, name)``."""
+        with self.wb.db.session() as s:
+            users = s.execute(select(User.id, User.email).where(User.active.is_(True),
+                                                                User.role.in_([r.value for r in STAFF_ROLES]))
+                              .order_by(User.email)).all()
+            teams = s.execute(select(Team.id, Team.name).order_by(Team.name)).all()
+            return [tuple(u) for u in users], [tuple(t) for t in teams]
+
+    def answer_ticket(self, principal: Principal, ticket_id: int, body: str, *, internal: bool = False) -> MessageRow:
+        """A public reply to the customer, or an internal note (``tickets:write``)."""
+        _require(principal, "tickets:write", "answer tickets")
+        with self.wb.db.transaction() as s:
+            message = helpdesk.reply(s, ticket_id, body, actor=principal.email, author_user_id=principal.user_id,
+                                     internal=internal)
+            return message_rows(s, [message])[0]
+
+    def set_ticket_status(self, principal: Principal, ticket_id: int, status: str) -> str:
+        """Move a ticket to ``status`` (``tickets:write``); the new status."""
+        _require(principal, "tickets:write", "change a ticket's status")
+        with self.wb.db.transaction() as s:
+            return helpdesk.set_status(s, ticket_id, _choice(status, TicketStatus, "status"),
+                                       actor=principal.email).status
+
+    def assign_ticket(self, principal: Principal, ticket_id: int, *, user_id: int | None = None,
+                      team_id: int | None = None) -> None:
+        """Assign a ticket to a staff user and/or a team, None clearing (``tickets:write``)."""
+        _require(principal, "tickets:write", "assign tickets")
+        with self.wb.db.transaction() as s:
+            helpdesk.assign(s, ticket_id, actor=principal.email, user_id=user_id, team_id=team_id)
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """A ticket in the staff queue with its SLA instants and breach flags."""
+
+    id: int
+    account_id: int
+    account: str                          # number and name
+    subject: str
+    status: str
+    priority: str
+    assignee: str | None                  # e-mail
+    team: str | None
+    created_at: dt.datetime
+    first_response_due_at: dt.datetime | None
+    first_response_breached: bool
+    resolution_due_at: dt.datetime | None
+    resolution_breached: bool
+    next_due_at: dt.datetime | None       # the earliest unmet target
+
+
+@dataclass(frozen=True)
+class TicketQueuePage:
+    rows: list[QueueRow]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class StaffTicket:
+    ticket: QueueRow
+    messages: list[MessageRow]            # internal notes included, flagged
+    services: list[ServiceRow]
+    balance: dict                         # bluerocktel.billing.payments.account_balance
+    open_invoices: list[InvoiceRow]       # oldest due first, open_minor still to pay
+
+
+def queue_row(s: Session, t: Ticket, now: dt.datetime | None = None) -> QueueRow:
+    sla = helpdesk.sla_state(t, now)
+    account = s.get(Account, t.account_id)
+    assignee = s.get(User, t.assignee_id) if t.assignee_id else None
+    team = s.get(Team, t.team_id) if t.team_id else None
+    return QueueRow(t.id, t.account_id, f"{account.number} {account.name}", t.subject, t.status, t.priority,
+                    assignee.email if assignee else None, team.name if team else None, t.created_at,
+                    t.first_response_due_at, sla.first_response_breached, t.resolution_due_at,
+                    sla.resolution_breached, sla.next_due_at)
+
+
+def _choice(value: str, enum, what: str) -> str:
+    try:
+        return enum(value).value
+    except ValueError:
+        raise UserFacingError(f"{what} must be one of {', '.join(e.value for e in enum)}, not {value!r}") from None
 
 
 def _require(principal: Principal, permission: str, what: str) -> None:

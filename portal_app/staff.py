@@ -23,6 +23,7 @@ from bluerocktel.security import AuthError, can
 from bluerocktel.settings import get_setting
 from bluerocktel.vocabulary import STAFF_ROLES, RatingStatus
 from portal_app.identity import page_brand, refused_page, signed_in
+from portal_app.helpdesk import build_helpdesk_tab
 from portal_app.layout import header, lazy_tabs, load_extensions, section_title
 
 ACCOUNTS_PAGE_SIZE = 50
@@ -44,6 +45,8 @@ def build_staff(wb):
             ("CDR", lambda: CdrView(store, principal).panel())]
     if can(principal, "rating:read"):
         tabs.append(("Rating", lambda: RatingView(store, principal).panel()))
+    if can(principal, "tickets:read"):
+        tabs.append(("Helpdesk", lambda: build_helpdesk_tab(wb, principal)))
     return pn.Column(
         header(brand, f"Operations · {principal.role.value.replace('_', ' ')}", principal.email),
         lazy_tabs(tabs),
