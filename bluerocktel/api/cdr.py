@@ -49,7 +49,7 @@ from starlette.requests import Request as StarletteRequest
 
 from bluerocktel.api.idempotency import IdempotencyDep
 from bluerocktel.api.problems import ForbiddenError
-from bluerocktel.api.routes import Cursor, Limit, current_principal, keyset_page
+from bluerocktel.api.routes import Cursor, Limit, ObjectId, current_principal, keyset_page
 from bluerocktel.api.schemas import (
     CdrBatchIn,
     CdrFileOut,
@@ -215,7 +215,7 @@ def list_files(principal: Caller, request: Request, limit: Limit = 50, cursor: C
 
 
 @router.get("/files/{file_id}", response_model=CdrFileOut, responses={**_PROBLEMS, 404: {"description": "no such file"}})
-def get_file(file_id: int, principal: Caller, request: Request):
+def get_file(file_id: ObjectId, principal: Caller, request: Request):
     """One row of the file ledger: counts, timings, status, error."""
     require(principal, "cdrs:read")
     with request.app.state.wb.db.session() as session:

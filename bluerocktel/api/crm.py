@@ -21,8 +21,8 @@ from sqlalchemy.orm import selectinload
 from bluerocktel.api.idempotency import IdempotencyDep
 from bluerocktel.api.problems import ForbiddenError
 from bluerocktel.api.schemas import Page
-from bluerocktel.api.routes import (_PROBLEMS, Caller, Cursor, DbSession, Limit, UpdatedSince, account_scope,
-                                    changed_since, keyset_page)
+from bluerocktel.api.routes import (_PROBLEMS, MAX_ID, Caller, Cursor, DbSession, Limit, ObjectId, UpdatedSince,
+                                    account_scope, changed_since, keyset_page)
 from bluerocktel.crm.lifecycle import transition
 from bluerocktel.db.models import Service, Ticket, WebhookDelivery, WebhookSubscription
 from bluerocktel.errors import NotFoundError, UserFacingError
@@ -92,7 +92,7 @@ def _visible_service(session, principal: Principal, service_id: int) -> Service:
 @router.get("/services", response_model=Page[ServiceOut],
             responses=_PROBLEMS)
 def list_services(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
-                  account_id: Annotated[int | None, Query()] = None,
+                  account_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                   status: Annotated[str | None, Query(description="ordered, active, suspended, terminated")] = None,
                   updated_since: UpdatedSince = None):
     """Services by id; a customer token lists its own account's."""
@@ -108,12 +108,12 @@ def list_services(principal: Caller, session: DbSession, limit: Limit = 50, curs
 
 
 @router.get("/services/{service_id}", response_model=ServiceOut, responses=_PROBLEMS)
-def get_service(service_id: int, principal: Caller, session: DbSession):
+def get_service(service_id: ObjectId, principal: Caller, session: DbSession):
     return ServiceOut.of(_visible_service(session, principal, service_id))
 
 
 def _transition_route(action: str):
-    def move(service_id: int, body: TransitionIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
+    def move(service_id: ObjectId, body: TransitionIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
         _require(principal, "services:write")
 
         def work():
@@ -227,7 +227,7 @@ def _visible_ticket(session, principal: Principal, ticket_id: int) -> Ticket:
 @router.get("/tickets", response_model=Page[TicketOut],
             responses=_PROBLEMS)
 def list_tickets(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
-                 account_id: Annotated[int | None, Query()] = None,
+                 account_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                  status: Annotated[TicketStatus | None, Query()] = None, updated_since: UpdatedSince = None):
     """Tickets, newest first; a customer token lists its own account's."""
     scope = _ticket_scope(principal)
@@ -242,7 +242,7 @@ def list_tickets(principal: Caller, session: DbSession, limit: Limit = 50, curso
 
 
 @router.get("/tickets/{ticket_id}", response_model=TicketDetailOut, responses=_PROBLEMS)
-def get_ticket(ticket_id: int, principal: Caller, session: DbSession):
+def get_ticket(ticket_id: ObjectId, principal: Caller, session: DbSession):
     """A ticket with the messages the caller may read (customers: no internal notes)."""
     return _detail(_visible_ticket(session, principal, ticket_id), principal)
 
@@ -272,7 +272,7 @@ def create_ticket(body: TicketIn, principal: Caller, idempotency: IdempotencyDep
 
 
 @router.post("/tickets/{ticket_id}/replies", status_code=201, response_model=MessageOut, responses=_CONFLICT)
-def reply_ticket(ticket_id: int, body: ReplyIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
+def reply_ticket(ticket_id: ObjectId, body: ReplyIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
     """A public reply, or (staff) an internal note."""
     scope = _ticket_scope(principal)
     if principal.is_staff:
@@ -289,7 +289,7 @@ def reply_ticket(ticket_id: int, body: ReplyIn, principal: Caller, idempotency: 
 
 
 @router.post("/tickets/{ticket_id}/status", response_model=TicketOut, responses=_CONFLICT)
-def change_ticket_status(ticket_id: int, body: StatusIn, principal: Caller, idempotency: IdempotencyDep,
+def change_ticket_status(ticket_id: ObjectId, body: StatusIn, principal: Caller, idempotency: IdempotencyDep,
                          request: Request):
     """Move the ticket (staff with ``tickets:write``)."""
     _require(principal, "tickets:write")
@@ -371,7 +371,7 @@ def create_webhook(body: WebhookIn, principal: Caller, idempotency: IdempotencyD
 @router.get("/webhooks/{subscription_id}/deliveries",
             response_model=Page[DeliveryOut],
             responses=_PROBLEMS)
-def list_deliveries(subscription_id: int, principal: Caller, session: DbSession, limit: Limit = 50,
+def list_deliveries(subscription_id: ObjectId, principal: Caller, session: DbSession, limit: Limit = 50,
                     cursor: Cursor = None):
     """The delivery log of a subscription, newest first."""
     _require(principal, "webhooks:write")
@@ -380,7 +380,7 @@ def list_deliveries(subscription_id: int, principal: Caller, session: DbSession,
 
 
 @router.post("/webhook-deliveries/{delivery_id}/replay", response_model=DeliveryOut, responses=_PROBLEMS)
-def replay_delivery(delivery_id: int, principal: Caller, idempotency: IdempotencyDep, request: Request):
+def replay_delivery(delivery_id: ObjectId, principal: Caller, idempotency: IdempotencyDep, request: Request):
     """Queue a delivery again (sent by the next delivery pass)."""
     _require(principal, "webhooks:write")
     from bluerocktel.webhooks import replay

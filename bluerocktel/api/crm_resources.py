@@ -165,18 +165,6 @@ class AccountStatusIn(BaseModel):
     reason: str = Field("", max_length=2000)
 
 
-def filter_accounts(query, parent_id: int | None = None, status: str | None = None, q: str | None = None):
-    """``GET /accounts`` filters: children of ``parent_id``, ``status``, ``q`` in the name or number."""
-    if parent_id is not None:
-        query = query.where(Account.parent_id == parent_id)
-    if status is not None:
-        query = query.where(Account.status == status)
-    if q:
-        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(or_(Account.name.ilike(pattern, escape="\\"), Account.number.ilike(pattern, escape="\\")))
-    return query
-
-
 @router.post("/accounts", status_code=201, response_model=AccountDetailOut, responses=_CONFLICT)
 def create_account(body: AccountIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
     """Create a company or person account (``crm:write``); identifiers are checked (SIREN, SIRET, VAT)."""

@@ -12,12 +12,12 @@ import base64
 import datetime as dt
 import hashlib
 import re
-from typing import Annotated, Iterator
+from typing import Annotated, Iterator, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, load_only, selectinload
 
 from bluerocktel.api.problems import ForbiddenError
 from bluerocktel.api.schemas import AccountOut, BillingRunOut, InvoiceDetailOut, InvoiceOut, Page
@@ -99,6 +99,9 @@ def keyset_page(session: Session, query, model, out, cursor: str | None, limit: 
                      next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
 
 
+# Ids are BIGINTs: a larger number cannot name an object (and would overflow the database driver).
+MAX_ID = 2**63 - 1
+ObjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 UpdatedSince = Annotated[dt.datetime | None, Query(
@@ -115,19 +118,35 @@ def changed_since(query, model, since: dt.datetime | None):
     return query.where(model.updated_at >= since)
 
 
+def filter_accounts(query, parent_id: int | None = None, status: str | None = None, q: str | None = None):
+    """``GET /accounts`` filters: children of ``parent_id``, ``status``, ``q`` in the name or number."""
+    if parent_id is not None:
+        query = query.where(Account.parent_id == parent_id)
+    if status is not None:
+        query = query.where(Account.status == status)
+    if q:
+        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(Account.name.ilike(pattern, escape="\\"), Account.number.ilike(pattern, escape="\\")))
+    return query
+
+
 @router.get("/accounts", response_model=Page[AccountOut], responses=_PROBLEMS)
 def list_accounts(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
-                  updated_since: UpdatedSince = None):
+                  updated_since: UpdatedSince = None,
+                  parent_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="children of this account")] = None,
+                  status: Annotated[Literal["active", "suspended", "closed"] | None, Query()] = None,
+                  q: Annotated[str | None, Query(max_length=200, description="part of the name or number, any case")]
+                  = None):
     """Accounts by id; a customer token lists only its own account."""
     scope = account_scope(principal, "accounts:read")
-    query = changed_since(select(Account), Account, updated_since)
+    query = filter_accounts(changed_since(select(Account), Account, updated_since), parent_id, status, q)
     if scope is not None:
         query = query.where(Account.id == scope)
     return keyset_page(session, query, Account, AccountOut, cursor, limit)
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut, responses=_PROBLEMS)
-def get_account(account_id: int, principal: Caller, session: DbSession):
+def get_account(account_id: ObjectId, principal: Caller, session: DbSession):
     scope = account_scope(principal, "accounts:read")
     account = session.get(Account, account_id)
     if account is None or (scope is not None and account.id != scope):
@@ -138,14 +157,23 @@ def get_account(account_id: int, principal: Caller, session: DbSession):
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
+# The list loads only the columns InvoiceOut shows (not the JSON party snapshots): 1.6 instead of
+# 2.2 ms of CPU for a page of 50 (benchmarks/api.py profile).
+_INVOICE_LIST_COLUMNS = load_only(Invoice.id, Invoice.number, Invoice.kind, Invoice.status, Invoice.account_id,
+                                  Invoice.brand_id, Invoice.billing_run_id, Invoice.currency, Invoice.period_start,
+                                  Invoice.period_end, Invoice.issue_date, Invoice.due_date, Invoice.subtotal_minor,
+                                  Invoice.vat_minor, Invoice.total_minor, Invoice.pdf_path)
+
+
 @router.get("/invoices", response_model=Page[InvoiceOut], responses=_PROBLEMS)
 def list_invoices(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
-                  account_id: Annotated[int | None, Query(description="only this account's invoices")] = None,
+                  account_id: Annotated[int | None, Query(ge=1, le=MAX_ID,
+                                                          description="only this account's invoices")] = None,
                   period: Annotated[str | None, Query(description="billing period YYYY-MM (its first day)")] = None,
                   updated_since: UpdatedSince = None):
     """Invoices and credit notes, newest first."""
     scope = account_scope(principal, "invoices:read")
-    query = changed_since(select(Invoice), Invoice, updated_since)
+    query = changed_since(select(Invoice).options(_INVOICE_LIST_COLUMNS), Invoice, updated_since)
     if scope is not None:
         query = query.where(Invoice.account_id == scope)
     if account_id is not None:
@@ -170,14 +198,14 @@ def _visible_invoice(session: Session, principal: Principal, invoice_id: int, wi
 
 
 @router.get("/invoices/{invoice_id}", response_model=InvoiceDetailOut, responses=_PROBLEMS)
-def get_invoice(invoice_id: int, principal: Caller, session: DbSession):
+def get_invoice(invoice_id: ObjectId, principal: Caller, session: DbSession):
     """One invoice with its lines; amounts in minor units of ``currency``."""
     return InvoiceDetailOut.of(_visible_invoice(session, principal, invoice_id, with_lines=True))
 
 
 @router.get("/invoices/{invoice_id}/pdf", response_class=FileResponse, responses={
     **_PROBLEMS, 200: {"content": {"application/pdf": {}}, "description": "the invoice PDF (Factur-X)"}})
-def get_invoice_pdf(invoice_id: int, principal: Caller, session: DbSession, request: Request):
+def get_invoice_pdf(invoice_id: ObjectId, principal: Caller, session: DbSession, request: Request):
     invoice = _visible_invoice(session, principal, invoice_id)
     path = resolve_document(request.app.state.wb, invoice.pdf_path, f"invoice {invoice.number}")
     return FileResponse(path, media_type="application/pdf", filename=f"{invoice.number}.pdf",

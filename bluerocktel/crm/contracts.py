@@ -188,9 +188,9 @@ def terminate_contract(session: Session, contract_id: int, *, on: dt.date, reaso
         raise ConflictError(f"contract {contract.reference} is {contract.status}: it cannot be terminated")
     if on < contract.start_date:
         raise UserFacingError(f"on {on}: before the contract's start {contract.start_date}")
-    deadline = notice_deadline(contract)
+    deadline = notice_deadline(contract) if contract.commitment_end else None   # no commitment: no notice
     fee = None
-    if on < deadline:
+    if deadline is not None and on < deadline:
         if not early:
             raise ConflictError(f"contract {contract.reference} is committed until {contract.commitment_end}: "
                                 f"terminating it before the notice deadline {deadline} is an early termination "
@@ -214,7 +214,8 @@ def terminate_contract(session: Session, contract_id: int, *, on: dt.date, reaso
     contract.status, contract.end_date = ContractStatus.ENDED, on
     session.flush()
     record_audit(session, actor, "contract.terminate", "contract", contract.id, on=on.isoformat(),
-                 reason=reason.strip(), early=on < deadline, notice_deadline=deadline.isoformat(),
+                 reason=reason.strip(), early=deadline is not None and on < deadline,
+                 notice_deadline=deadline.isoformat() if deadline else None,
                  fee_charge_id=fee.id if fee else None,
                  fee=str(fee.quantity * fee.unit_price) if fee else None, services=ended)
     return Termination(contract, fee, ended)

@@ -227,7 +227,7 @@ def test_account_list_filters(wb, sample):
     """``filter_accounts``: the filters proposed for GET /accounts (parent_id, status, q on name or number)."""
     import sqlalchemy as sa
 
-    from bluerocktel.api.crm_resources import filter_accounts
+    from bluerocktel.api.routes import filter_accounts
     from bluerocktel.crm.accounts import create_account, set_account_status
     from bluerocktel.db.models import Account
 

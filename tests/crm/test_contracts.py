@@ -114,3 +114,17 @@ def test_termination_after_the_notice_deadline_has_no_fee(wb, account_id):
         assert result.contract.end_date == dt.date(2027, 12, 2)
     with wb.db.session() as s:
         assert s.scalar(sa.select(sa.func.count(OneOffCharge.id))) == 0
+
+
+def test_a_contract_without_commitment_ends_any_day_without_fee(wb, account_id):
+    """Contracts entered without a commitment end (older data, month-to-month): no notice, no fee."""
+    from bluerocktel.db.models import Contract
+
+    with wb.db.transaction() as s:
+        contract = Contract(account_id=account_id, reference="CT-FREE", start_date=dt.date(2026, 1, 1),
+                            term_months=0, commitment_end=None)
+        s.add(contract)
+        s.flush()
+        result = terminate_contract(s, contract.id, on=dt.date(2026, 2, 10), reason="moving", actor="t")
+        assert (result.fee, result.contract.status) == (None, "ended")
+        assert renewals(s, dt.date(2026, 1, 15)) is not None     # listing notices skips it instead of failing
