@@ -140,10 +140,22 @@ def test_billing_runs_for_staff(client, sample, tokens):
     assert runs[0]["summary"] == {"invoices": 2}
 
 
-def test_token_use_is_recorded(wb, client, tokens):
+def test_token_use_is_recorded_at_most_once_a_minute(wb, client, tokens):
+    import datetime as dt
+
     client.get("/api/v1/accounts", headers=bearer(tokens["admin"]))
     with wb.db.session() as s:
-        assert any(t.last_used_at is not None for t in s.scalars(select(ApiToken)))
+        first = {t.id: t.last_used_at for t in s.scalars(select(ApiToken))}
+    assert any(first.values())
+    client.get("/api/v1/accounts", headers=bearer(tokens["admin"]))     # within the minute: no write
+    with wb.db.transaction() as s:
+        assert {t.id: t.last_used_at for t in s.scalars(select(ApiToken))} == first
+        for t in s.scalars(select(ApiToken)):
+            if t.last_used_at is not None:
+                t.last_used_at -= dt.timedelta(minutes=2)
+    client.get("/api/v1/accounts", headers=bearer(tokens["admin"]))     # older than a minute: refreshed
+    with wb.db.session() as s:
+        assert any(t.last_used_at is not None and t.last_used_at > first[t.id] for t in s.scalars(select(ApiToken)))
 
 
 def test_unknown_route_is_a_404_problem(client):
