@@ -13,18 +13,20 @@ from sqlalchemy.orm import selectinload
 
 from bluerocktel.audit import record_audit
 from bluerocktel.db.models import (
-    Account, AuditEntry, Brand, Bundle, CarrierTrunk, CdrSource, Contact, Contract, Product, Rate, RateDeck, Service,
-    ServiceBundle, ServiceIdentifier, TimeBand, User,
+    Account, AuditEntry, Brand, Bundle, CarrierTrunk, CdrSource, Contact, Contract, Discount, DunningStage,
+    OneOffCharge, Product, Rate, RateDeck, SepaMandate, Service, ServiceBundle, ServiceIdentifier, TimeBand, User,
 )
 from bluerocktel.demo import data
 from bluerocktel.demo.cdrs import MALFORMED_LINES, CallerLine, write_asterisk_master_csv
 from bluerocktel.errors import UserFacingError
 from decimal import ROUND_HALF_UP
 
+from bluerocktel.billing.scheduler import add_schedule
 from bluerocktel.money import D, quantize
 from bluerocktel.security import hash_password
 from bluerocktel.vocabulary import (
-    AccountKind, ContactRole, ContractStatus, IdentifierKind, RateDeckKind, ServiceStatus,
+    AccountKind, ChargeKind, ContactRole, ContractStatus, IdentifierKind, PaymentMethod, RateDeckKind, SequenceType,
+    ServiceStatus,
 )
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -54,6 +56,8 @@ class DemoSummary:
     csv_path: str | None = None
     cdrs_written: int = 0
     malformed_lines: int = 0
+    mandates: int = 0
+    showcase: dict[str, str] = field(default_factory=dict)   # role -> account number
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +71,12 @@ class DemoSummary:
             f"  {self.activated_in_period} accounts activated and {self.terminated_in_period} terminated "
             "during the period",
         ]
+        if self.showcase:
+            lines.append(f"  {self.mandates} SEPA direct-debit mandates; showcase accounts: "
+                         + ", ".join(f"{number} {role}" for role, number in self.showcase.items()))
+        stages = ", ".join(f"+{days} days {name.lower()}" for _p, name, days, _a, _f in data.DUNNING_STAGES)
+        name, cron, job, _params = data.MONTHLY_BILLING
+        lines.append(f"  dunning: {stages}; schedule {name} ({cron}, {job})")
         if self.csv_path:
             lines.append(f"  {self.cdrs_written} CDRs + {self.malformed_lines} malformed lines written to "
                          f"{self.csv_path}")
@@ -107,6 +117,66 @@ def luhn_valid(number: str) -> bool:
 def fr_vat_number(siren: str) -> str:
     """French intra-community VAT number of a SIREN: ``FR`` + 2-digit key + SIREN."""
     return f"FR{(12 + 3 * (int(siren) % 97)) % 97:02d}{siren}"
+
+
+def siret_of(siren: str, nic: str = "0001") -> str:
+    """SIRET of an establishment: SIREN + its 4-digit number + the Luhn digit over all 14."""
+    stem = siren + nic
+    return stem + luhn_check_digit(stem)
+
+
+def _mod97_digits(text: str) -> int:
+    """``text`` (digits and capitals) as the number ISO 7064 mod 97-10 reads: A = 10 ... Z = 35."""
+    return int("".join(str(int(ch, 36)) for ch in text))
+
+
+def iban_check_digits(country: str, bban: str) -> str:
+    """The two IBAN check digits (ISO 13616) of ``bban`` in ``country``; the SEPA creditor id uses the same."""
+    return f"{98 - _mod97_digits(bban + country + '00') % 97:02d}"
+
+
+def iban_valid(iban: str) -> bool:
+    compact = iban.replace(" ", "")
+    return len(compact) > 4 and compact.isalnum() and _mod97_digits(compact[4:] + compact[:4]) % 97 == 1
+
+
+def fr_iban(bank: str, branch: str, account: str) -> str:
+    """French IBAN, grouped by four: the RIB key ``97 - (89 bank + 15 branch + 3 account) mod 97``, then
+    the IBAN check digits."""
+    key = 97 - (89 * int(bank) + 15 * int(branch) + 3 * int(account)) % 97
+    bban = f"{bank}{branch}{account}{key:02d}"
+    iban = "FR" + iban_check_digits("FR", bban) + bban
+    return " ".join(iban[i:i + 4] for i in range(0, len(iban), 4))
+
+
+def sepa_creditor_id(country: str, national_id: str) -> str:
+    """SEPA creditor identifier: country, check digits (over the national id), ``ZZZ``, national id."""
+    return f"{country}{iban_check_digits(country, national_id)}ZZZ{national_id}"
+
+
+def be_vat_number(stem: str) -> str:
+    """Belgian VAT number of an 8-digit enterprise-number stem: ``BE`` + stem + ``97 - stem mod 97``."""
+    return f"BE{stem}{97 - int(stem) % 97:02d}"
+
+
+def ch_uid(stem: str) -> str:
+    """Swiss UID (VAT) number ``CHE-123.456.789 TVA`` of an 8-digit stem, with its mod-11 check digit."""
+    check = 11 - sum(w * int(d) for w, d in zip((5, 4, 3, 2, 7, 6, 5, 4), stem)) % 11
+    if check == 10:
+        raise ValueError(f"no Swiss UID has the stem {stem}")
+    digits = stem + str(check % 11)
+    return f"CHE-{digits[:3]}.{digits[3:6]}.{digits[6:]} TVA"
+
+
+def _brand(b: dict) -> Brand:
+    """A brand with its full seller legal identity derived from :data:`data.BRANDS`."""
+    siren = b["siren_stem"] + luhn_check_digit(b["siren_stem"])
+    fields = {k: v for k, v in b.items() if k not in ("siren_stem", "rcs_city", "ics_national_id", "bank",
+                                                      "late_penalty_rate")}
+    return Brand(**fields, siren=siren, siret=siret_of(siren), vat_number=fr_vat_number(siren), country="FR",
+                 rcs=f"RCS {b['rcs_city']} {siren[:3]} {siren[3:6]} {siren[6:]}", iban=fr_iban(*b["bank"]),
+                 sepa_creditor_id=sepa_creditor_id("FR", b["ics_national_id"]),
+                 late_penalty_rate=D(b["late_penalty_rate"]))
 
 
 def _siren(rng: random.Random) -> str:
@@ -179,14 +249,11 @@ def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None 
     with wb.db.transaction() as s:
         if s.scalar(select(func.count()).select_from(Brand)):
             raise UserFacingError("this data dir has brands already: build the demo in an empty data dir")
-        brands = []
-        for b in data.BRANDS:
-            fields = {k: v for k, v in b.items() if k != "siren_stem"}
-            siren = b["siren_stem"] + luhn_check_digit(b["siren_stem"])
-            brands.append(Brand(**fields, siren=siren, vat_number=fr_vat_number(siren)))
+        brands = [_brand(b) for b in data.BRANDS]
         s.add_all(brands)
-        products = {code: Product(code=code, name=name, kind=kind, price=D(price), vat_rate=D("0.20"))
-                    for code, name, kind, price in data.PRODUCTS}
+        products = {code: Product(code=code, name=name, kind=kind, price=D(price), vat_rate=D("0.20"),
+                                  billing_period_months=months, billing_timing=timing)
+                    for code, name, kind, price, months, timing in data.PRODUCTS}
         s.add_all(products.values())
         rates_from = _utc_midnight(dt.date(p_start.year - 1, 1, 1))
         deck = _sell_deck(rates_from)
@@ -196,6 +263,9 @@ def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None 
                                 fair_use_cap=cap)
                    for code, name, call_type, zones, allowance, cap in data.BUNDLES}
         s.add_all(bundles.values())
+        s.add_all(DunningStage(brand_id=None, position=position, name=name, days_after_due=days, action=action,
+                               fee=D(fee) if fee else None)
+                  for position, name, days, action, fee in data.DUNNING_STAGES)
         s.add(CdrSource(name=DEMO_SOURCE, format="asterisk-csv", url=None, country="FR",
                         timezone="Europe/Paris", options={"note": "demo Asterisk PBX platform"}))
         for role, local, name in data.STAFF:
@@ -204,6 +274,9 @@ def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None 
             users.append((email, role))
         s.flush()
 
+        extra = random.Random(f"billing-{seed}")   # the billing additions: the draws above stay as they were
+        business: list[tuple[Account, Contract]] = []
+        installs: list[tuple[Account, Service, dt.date]] = []
         counts = dict(business=0, consumer=0, services=0, identifiers=0, bundles=0, activated=0, terminated=0)
         used_blocks: set[str] = set()
 
@@ -241,6 +314,7 @@ def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None 
                 slug = "".join(ch for ch in last.lower() if ch.isalpha())
                 domain = f"{slug}-{i}.fr"
                 account = Account(number=number, brand_id=brand.id, kind=kind.value, name=name, siren=siren,
+                                  siret=siret_of(siren, f"{extra.choice([1, 1, 1, 2, 3]):04d}"),
                                   vat_number=fr_vat_number(siren), email=f"compta@{domain}")
             else:
                 counts["consumer"] += 1
@@ -305,13 +379,19 @@ def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None 
                         service("FTTO-100", f"Fibre FTTO 100 Mb/s — {street}, {city}")
                     else:
                         service("FTTH-PRO", f"Fibre FTTH Pro — {street}, {city}")
+                if extra.random() < data.YEARLY_SHARE:
+                    service("MAINT-AN", "Maintenance annuelle du standard téléphonique")
+                if extra.random() < data.ARREARS_SHARE:
+                    service("SECOURS-4G", f"Lien 4G de secours — {street}, {city}")
+                if end is None and start < p_start:   # showcase candidates: active the whole period
+                    business.append((account, contract))
             else:
                 line_zone = "9" if rng.random() < 0.6 else zone
                 main = number_block(line_zone) + f"{rng.randint(0, 99):02d}"
                 service("BOX-FIBRE", "Box fibre + ligne fixe", 1, deck.id,
                         [(IdentifierKind.ACCOUNT_CODE, number), (IdentifierKind.NUMBER, main)])
             if p_start <= start < p_end:
-                service("INSTALL", "Mise en service")
+                installs.append((account, service("INSTALL", "Mise en service"), start))
             account.phone = main
             if i <= data.CUSTOMER_USERS:
                 email = f"client-{number.lower()}@{data.CUSTOMER_DOMAIN}"
@@ -319,19 +399,87 @@ def build_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None 
                            account_id=account.id))
                 users.append((email, "customer"))
         s.flush()
+        showcase = _add_showcase(s, business[1:], products, p_start, actor)   # the first stays a plain one
+        for account, svc, day in installs:
+            s.add(OneOffCharge(account_id=account.id, service_id=svc.id, product_id=products["INSTALL"].id,
+                               kind=ChargeKind.ONE_OFF.value, description=products["INSTALL"].name,
+                               quantity=D(1), unit_price=products["INSTALL"].price, charge_date=day, created_by=actor))
+        mandates = _add_mandates(s, extra, {b.id: b for b in brands}, p_start)
         summary = DemoSummary(
             period=period, seed=seed, brands=[b.name for b in brands], accounts=accounts,
             business_accounts=counts["business"], consumer_accounts=counts["consumer"],
             services=counts["services"], identifiers=counts["identifiers"], rates=len(deck.rates),
             bundles=counts["bundles"],
-            activated_in_period=counts["activated"], terminated_in_period=counts["terminated"], users=users)
+            activated_in_period=counts["activated"], terminated_in_period=counts["terminated"], users=users,
+            mandates=mandates, showcase=showcase)
         record_audit(s, actor, DEMO_AUDIT_ACTION, "demo", None, **{k: v for k, v in summary.as_dict().items()
                                                                     if k not in ("users", "password")})
+    add_schedule(wb, *data.MONTHLY_BILLING, actor=actor)
     if cdrs > 0:
         csv_path = wb.data_dir / "incoming" / "Master.csv"
         result = write_demo_cdrs(wb, csv_path, period, cdrs, seed)
         summary.csv_path, summary.cdrs_written, summary.malformed_lines = str(csv_path), result.cdrs, result.malformed
     return summary
+
+
+def _add_showcase(s, candidates: list[tuple[Account, Contract]], products: dict[str, Product], p_start: dt.date,
+                  actor: str) -> dict[str, str]:
+    """Turn the given business accounts, in order, into the billing showcase: an intra-EU reverse-charge
+    customer, an export customer, a welcome discount, a minimum commitment, a one-off charge."""
+    eu, export = data.EU_CUSTOMER, data.EXPORT_CUSTOMER
+
+    def foreign(account, _contract, customer, vat_number):
+        for key in ("name", "country", "language", "address", "postcode", "city", "vat_regime"):
+            setattr(account, key, customer[key])
+        account.siren = account.siret = None
+        account.vat_number = vat_number
+        account.payment_method = PaymentMethod.TRANSFER.value
+
+    def discount(account, _contract):
+        kind, value, applies_to, description, months = data.WELCOME_DISCOUNT
+        s.add(Discount(account_id=account.id, kind=kind, value=D(value), applies_to=applies_to,
+                       description=description, valid_from=p_start, valid_to=_add_months(p_start, months)))
+
+    def minimum(_account, contract):
+        contract.minimum_monthly = D(data.MINIMUM_MONTHLY)
+
+    def one_off(account, _contract):
+        description, quantity, unit_price = data.SECOND_SITE
+        s.add(OneOffCharge(account_id=account.id, product_id=products["INSTALL"].id, kind=ChargeKind.ONE_OFF.value,
+                           description=description, quantity=D(quantity), unit_price=D(unit_price),
+                           charge_date=p_start + dt.timedelta(days=9), created_by=actor))
+
+    roles = [
+        (f"intra-EU reverse charge ({eu['country']})",
+         lambda a, c: foreign(a, c, eu, be_vat_number(eu["vat_stem"]))),
+        (f"export ({export['country']})", lambda a, c: foreign(a, c, export, ch_uid(export["uid_stem"]))),
+        ("10 % discount for 3 months", discount),
+        (f"minimum {data.MINIMUM_MONTHLY}/month", minimum),
+        ("one-off second-site installation", one_off),
+    ]
+    showcase = {}
+    for (role, apply), (account, contract) in zip(roles, candidates):
+        apply(account, contract)
+        showcase[role] = account.number
+    return showcase
+
+
+def _add_mandates(s, rng: random.Random, brands: dict[int, Brand], p_start: dt.date) -> int:
+    """A SEPA mandate for every account paying by direct debit, signed when its contract started;
+    those signed more than a month before the period were collected last month (RCUR next)."""
+    accounts = s.execute(select(Account.id, Account.number, Account.name, Account.brand_id, Contract.start_date)
+                         .join(Contract, Contract.account_id == Account.id)
+                         .where(Account.payment_method == PaymentMethod.SEPA_DEBIT.value)
+                         .order_by(Account.number)).all()
+    for account_id, number, name, brand_id, signed_on in accounts:
+        bank, bic = rng.choice(data.BANKS)
+        iban = fr_iban(bank, f"{rng.randint(0, 99_999):05d}", f"{rng.randint(0, 10 ** 11 - 1):011d}")
+        collected = signed_on < _add_months(p_start, -1)
+        s.add(SepaMandate(account_id=account_id, umr=f"{brands[brand_id].invoice_prefix}-{number}-01",
+                          signed_on=signed_on, debtor_name=name, iban=iban.replace(" ", ""), bic=bic,
+                          sequence_type=(SequenceType.RCUR if collected else SequenceType.FRST).value,
+                          last_collected_on=_add_months(p_start, -1) + dt.timedelta(days=4) if collected else None))
+    return len(accounts)
 
 
 def demo_callers(session) -> list[CallerLine]:

@@ -22,18 +22,25 @@ AZUR_LOGO = (
 )
 
 # SIRENs below pass the Luhn check; VAT numbers use the French key (12 + 3 * (SIREN % 97)) % 97.
+# SIRET = SIREN + NIC (head office 0001 + Luhn digit); IBAN from the French bank details
+# (bank, branch, account; RIB key and IBAN check digits computed); the SEPA creditor identifier
+# (ICS) is FR + check digits + ZZZ + the national id; late_penalty_rate is annual.
 BRANDS = [
     dict(code="BLUEROCK", name="BlueRock Télécom", host_names=["portal.bluerock.localhost", "localhost", "127.0.0.1"],
          primary_color="#0b3d91", accent_color="#3a7bd5", logo_svg=BLUEROCK_LOGO,
-         legal_name="BlueRock Télécom SAS", siren_stem="81234567",
-         address="12 rue de la Roquette\n75011 Paris\nFrance", email="facturation@bluerock.localhost",
-         phone="+33 1 84 60 12 00", iban="FR76 3000 4000 0312 3456 7890 143", invoice_prefix="BRT",
+         legal_name="BlueRock Télécom SAS", siren_stem="81234567", legal_form="SAS",
+         share_capital="150 000 EUR", address="12 rue de la Roquette", postcode="75011", city="Paris",
+         rcs_city="Paris", ics_national_id="812345", late_penalty_rate="0.12",
+         email="facturation@bluerock.localhost", phone="+33 1 84 60 12 00", bank=("30004", "00312", "34567890143"),
+         bic="BNPAFRPPXXX", invoice_prefix="BRT",
          sections=["invoices", "calls", "services", "tickets"]),
     dict(code="AZUR", name="Azur Connect", host_names=["espace.azur.localhost"],
          primary_color="#006d77", accent_color="#ffd166", logo_svg=AZUR_LOGO,
-         legal_name="Azur Connect SARL", siren_stem="90345678",
-         address="4 avenue Jean Médecin\n06000 Nice\nFrance", email="compta@azur.localhost",
-         phone="+33 4 93 00 45 00", iban="FR76 1010 7001 1100 2345 6789 021", invoice_prefix="AZC",
+         legal_name="Azur Connect SARL", siren_stem="90345678", legal_form="SARL",
+         share_capital="20 000 EUR", address="4 avenue Jean Médecin", postcode="06000", city="Nice",
+         rcs_city="Nice", ics_national_id="903456", late_penalty_rate="0.15",
+         email="compta@azur.localhost", phone="+33 4 93 00 45 00", bank=("10107", "00111", "00234567890"),
+         bic="BREDFRPPXXX", invoice_prefix="AZC",
          sections=["invoices", "calls", "services"]),
 ]
 BRAND_WEIGHTS = [7, 3]   # share of accounts per brand
@@ -49,16 +56,46 @@ STAFF_DOMAIN = "bluerock.localhost"
 CUSTOMER_USERS = 5          # the first N accounts get a portal user
 CUSTOMER_DOMAIN = "client.localhost"
 
-# code, name, kind, monthly (recurring) or unit (one-off) price excl. VAT
+# code, name, kind, price excl. VAT per billing period (recurring) or per unit (one-off),
+# billing period in months, billing timing (recurring products)
 PRODUCTS = [
-    ("SIP-CH", "Canal SIP trunk", "recurring", "9.90"),
-    ("DID", "Numéro SDA (DID)", "recurring", "1.00"),
-    ("3CX-PRO", "Licence 3CX Pro hébergée (8 appels simultanés)", "recurring", "39.00"),
-    ("FTTH-PRO", "Accès fibre FTTH Pro 1 Gb/s", "recurring", "49.90"),
-    ("FTTO-100", "Accès fibre FTTO 100 Mb/s garantis", "recurring", "290.00"),
-    ("BOX-FIBRE", "Box fibre et ligne fixe résidentielle", "recurring", "29.99"),
-    ("INSTALL", "Frais de mise en service", "one_off", "150.00"),
+    ("SIP-CH", "Canal SIP trunk", "recurring", "9.90", 1, "advance"),
+    ("DID", "Numéro SDA (DID)", "recurring", "1.00", 1, "advance"),
+    ("3CX-PRO", "Licence 3CX Pro hébergée (8 appels simultanés)", "recurring", "39.00", 1, "advance"),
+    ("FTTH-PRO", "Accès fibre FTTH Pro 1 Gb/s", "recurring", "49.90", 1, "advance"),
+    ("FTTO-100", "Accès fibre FTTO 100 Mb/s garantis", "recurring", "290.00", 1, "advance"),
+    ("BOX-FIBRE", "Box fibre et ligne fixe résidentielle", "recurring", "29.99", 1, "advance"),
+    ("INSTALL", "Frais de mise en service", "one_off", "150.00", 1, "advance"),
+    ("MAINT-AN", "Contrat de maintenance du standard (annuel)", "recurring", "480.00", 12, "advance"),
+    ("SECOURS-4G", "Lien de secours 4G (facturé à terme échu)", "recurring", "19.90", 1, "arrears"),
 ]
+YEARLY_SHARE = 0.06         # business accounts with the yearly maintenance contract
+ARREARS_SHARE = 0.08        # business accounts with the 4G backup link, billed in arrears
+
+# French banks of the customers' SEPA mandates: bank code, BIC
+BANKS = [("30004", "BNPAFRPPXXX"), ("30003", "SOGEFRPPXXX"), ("30002", "CRLYFRPPXXX"),
+         ("10278", "CMCIFR2AXXX"), ("20041", "PSSTFRPPXXX"), ("10107", "BREDFRPPXXX")]
+
+# Showcase accounts: the business accounts active all period, after the first one, become in
+# this order a Belgian company (intra-EU reverse charge), a Swiss one (export), a welcome discount
+# (kind, value, applies to, text, months), a contract's net monthly minimum, a one-off charge
+# (text, quantity, unit price).
+EU_CUSTOMER = dict(name="Brouwerij Van Damme BV", country="BE", language="en", address="Kouter 12",
+                   postcode="9000", city="Gent", vat_stem="04123456", vat_regime="eu_reverse_charge")
+EXPORT_CUSTOMER = dict(name="Horlogerie du Léman SA", country="CH", language="fr", address="Rue du Rhône 40",
+                       postcode="1204", city="Genève", uid_stem="10945678", vat_regime="export")
+WELCOME_DISCOUNT = ("percent", "0.10", "all", "Remise de bienvenue 10 % pendant 3 mois", 3)
+MINIMUM_MONTHLY = "250.00"
+SECOND_SITE = ("Installation d'un second site (raccordement et configuration)", "1", "390.00")
+
+# Dunning ladder of every brand: position, name, days after the due date, action, fee (excl. VAT)
+DUNNING_STAGES = [
+    (1, "Relance amiable", 7, "reminder", None),
+    (2, "Relance avec frais", 15, "late_fee", "10.00"),
+    (3, "Suspension des services", 30, "suspend", None),
+]
+# The billing schedule: name, cron (operator's time zone), job, parameters
+MONTHLY_BILLING = ("monthly-billing", "0 6 1 * *", "billing_run", {"dry_run": True})
 
 SELL_DECK = ("VOIX-STD", "Tarif voix standard France et international")
 

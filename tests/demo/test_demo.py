@@ -15,13 +15,18 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from bluerocktel.billing.vat import validate_vat_number
 from bluerocktel.db.models import (
-    Account, Brand, Contact, Contract, Rate, RateDeck, Service, ServiceBundle, ServiceIdentifier, User,
+    Account, Brand, Contact, Contract, Discount, DunningStage, OneOffCharge, Product, Rate, RateDeck, Schedule,
+    SepaMandate, Service, ServiceBundle, ServiceIdentifier, User,
 )
 from bluerocktel.demo import (
     DEMO_PASSWORD, MALFORMED_LINES, CallerLine, build_demo, demo_callers, run_demo, write_asterisk_master_csv,
 )
-from bluerocktel.demo.build import fr_vat_number, luhn_valid, period_bounds, previous_month
+from bluerocktel.demo.build import (
+    be_vat_number, ch_uid, fr_iban, fr_vat_number, iban_valid, luhn_valid, period_bounds, previous_month,
+    sepa_creditor_id, siret_of,
+)
 from bluerocktel.errors import UserFacingError
 from bluerocktel.mediation import import_cdr_file
 from bluerocktel.rating import rate_pending
@@ -85,10 +90,11 @@ def test_demo_legal_data_and_numbers_are_well_formed(demo):
         for account in s.scalars(select(Account)):
             assert re.fullmatch(r"C\d{6}", account.number)
             assert account.city and account.postcode
-            if account.kind == "business":
+            if account.kind == "business" and account.country == "FR":
                 assert luhn_valid(account.siren) and account.vat_number == fr_vat_number(account.siren)
-            else:
-                assert account.siren is None
+                assert luhn_valid(account.siret) and account.siret.startswith(account.siren)
+            elif account.kind == "consumer":
+                assert account.siren is None and account.siret is None
         for kind, value in s.execute(select(ServiceIdentifier.kind, ServiceIdentifier.value)):
             if kind in ("number", "did"):
                 assert re.fullmatch(r"\+33[1-59]\d{8}", value), value
@@ -206,6 +212,82 @@ def test_build_refuses_a_data_dir_with_brands_and_run_refuses_a_foreign_one(wb):
 def test_siren_and_vat_number_rules():
     assert luhn_valid("542051180") and not luhn_valid("542051181")   # TotalEnergies SE
     assert fr_vat_number("542051180") == "FR59542051180"
+    # Luhn over 5420511800001 from the right, every other digit doubled (10 -> 1):
+    # 2+0+0+0+0+8+2+1+1+0+4+4+1 = 23, check digit (10 - 3) mod 10 = 7
+    assert siret_of("542051180", "0001") == "54205118000017" and not luhn_valid("54205118000013")
+    # 4123456 = 97 × 42509 + 83, key 97 - 83 = 14
+    assert be_vat_number("04123456") == "BE0412345614" == validate_vat_number("BE 0412.345.614")
+    # weights 5 4 3 2 7 6 5 4: 5 + 0 + 27 + 8 + 35 + 36 + 35 + 32 = 178 = 11 × 16 + 2, check 11 - 2 = 9
+    assert ch_uid("10945678") == "CHE-109.456.789 TVA"
+
+
+def test_iban_and_creditor_id_rules():
+    assert iban_valid("GB82 WEST 1234 5698 7654 32") and not iban_valid("GB82 WEST 1234 5698 7654 33")
+    assert sepa_creditor_id("DE", "09999999999") == "DE98ZZZ09999999999"   # the EPC's example
+    # RIB key 97 - (89 × 30004 + 15 × 312 + 3 × 34567890143) mod 97 = 86
+    assert fr_iban("30004", "00312", "34567890143") == "FR76 3000 4003 1234 5678 9014 386"
+    assert iban_valid(fr_iban("30004", "00312", "34567890143"))
+
+
+def test_demo_billing_data(demo):
+    """Seller legal data, foreign and consumer customers, mandates, products, charges, discount,
+    minimum, dunning ladder and billing schedule: what the billing cycle needs to show."""
+    wb, summary = demo
+    with wb.db.session() as s:
+        for b in s.scalars(select(Brand)):
+            assert luhn_valid(b.siret) and b.siret.startswith(b.siren) and b.legal_form in ("SAS", "SARL")
+            assert b.rcs.endswith(f"{b.siren[:3]} {b.siren[3:6]} {b.siren[6:]}") and b.share_capital.endswith("EUR")
+            assert re.fullmatch(r"FR\d{2}ZZZ\d{6}", b.sepa_creditor_id)
+            assert sepa_creditor_id("FR", b.sepa_creditor_id[-6:]) == b.sepa_creditor_id
+            assert iban_valid(b.iban) and re.fullmatch(r"[A-Z]{6}[A-Z0-9]{5}", b.bic)
+            assert b.postcode and b.city and "\n" not in b.address and b.late_penalty_rate in (Decimal("0.12"),
+                                                                                                Decimal("0.15"))
+        accounts = {a.number: a for a in s.scalars(select(Account))}
+        eu = accounts[summary.showcase["intra-EU reverse charge (BE)"]]
+        assert (eu.country, eu.vat_regime, eu.language, eu.siren) == ("BE", "eu_reverse_charge", "en", None)
+        assert validate_vat_number(eu.vat_number) == eu.vat_number == "BE0412345614"
+        export = accounts[summary.showcase["export (CH)"]]
+        assert (export.country, export.vat_regime, export.vat_number) == ("CH", "export", "CHE-109.456.789 TVA")
+        assert any(a.kind == "consumer" and a.vat_regime == "fr" for a in accounts.values())
+
+        mandates = s.scalars(select(SepaMandate)).all()
+        debit = {a.id for a in accounts.values() if a.payment_method == "sepa_debit"}
+        assert len(mandates) == summary.mandates == len(debit) > 0 and {m.account_id for m in mandates} == debit
+        assert all(iban_valid(m.iban) and m.iban.startswith("FR") and m.status == "active" for m in mandates)
+        assert {m.sequence_type for m in mandates} <= {"FRST", "RCUR"}
+        assert len({m.umr for m in mandates}) == len(mandates)
+
+        products = {p.code: p for p in s.scalars(select(Product))}
+        assert (products["MAINT-AN"].billing_period_months, products["SECOURS-4G"].billing_timing) == (12, "arrears")
+        codes = Counter(s.scalars(select(Product.code).join(Service, Service.product_id == Product.id)))
+        assert codes["MAINT-AN"] >= 1 and codes["SECOURS-4G"] >= 1
+
+        charges = s.scalars(select(OneOffCharge)).all()
+        second_site = [c for c in charges if c.description.startswith("Installation d'un second site")]
+        assert [(c.account_id, c.kind, c.quantity, c.unit_price, c.charge_date, c.invoice_id) for c in second_site] \
+            == [(accounts[summary.showcase["one-off second-site installation"]].id, "one_off", Decimal(1),
+                 Decimal("390.00"), dt.date(2026, 10, 10), None)]
+        installs = [c for c in charges if c not in second_site]
+        assert len(installs) == s.scalar(select(func.count()).select_from(Service).join(Product)
+                                         .where(Product.code == "INSTALL"))
+        assert all(c.unit_price == Decimal("150.00") and c.service_id for c in installs)
+
+        discount = s.scalar(select(Discount))
+        assert (discount.kind, discount.value, discount.valid_from, discount.valid_to) == (
+            "percent", Decimal("0.10"), dt.date(2026, 10, 1), dt.date(2027, 1, 1))
+        assert accounts[summary.showcase["10 % discount for 3 months"]].id == discount.account_id
+        minimum = s.scalars(select(Contract).where(Contract.minimum_monthly.is_not(None))).all()
+        assert [(c.account_id, c.minimum_monthly) for c in minimum] == [
+            (accounts[summary.showcase["minimum 250.00/month"]].id, Decimal("250.00"))]
+
+        stages = s.execute(select(DunningStage.days_after_due, DunningStage.action, DunningStage.fee,
+                                  DunningStage.brand_id).order_by(DunningStage.position)).all()
+        assert stages == [(7, "reminder", None, None), (15, "late_fee", Decimal("10.00"), None),
+                          (30, "suspend", None, None)]
+        schedule = s.scalar(select(Schedule))
+        assert (schedule.name, schedule.cron, schedule.job, schedule.params, schedule.enabled) == (
+            "monthly-billing", "0 6 1 * *", "billing_run", {"dry_run": True}, True)
+        assert schedule.next_run_at is not None
 
 
 def test_period_defaults_and_checks():
