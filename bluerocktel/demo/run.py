@@ -6,13 +6,14 @@ from typing import Callable
 
 from sqlalchemy import func, select
 
+from bluerocktel.billing.approval import approve_run
 from bluerocktel.billing.pipeline import run_billing_cycle
 from bluerocktel.db.models import BillingRun, Brand, CdrFile, Invoice
 from bluerocktel.demo.build import (
     DEMO_SOURCE, DemoSummary, build_demo, find_demo, period_bounds, previous_month, write_demo_cdrs,
 )
 from bluerocktel.demo.cdrs import MALFORMED_LINES
-from bluerocktel.demo.data import DEMO_PASSWORD
+from bluerocktel.demo.data import DEMO_PASSWORD, STAFF_DOMAIN
 from bluerocktel.errors import UserFacingError
 from bluerocktel.mediation import import_cdr_file
 from bluerocktel.money import format_minor
@@ -69,7 +70,11 @@ def run_demo(wb, accounts: int = 300, cdrs: int = 200_000, period: str | None = 
         billed = s.scalar(select(func.count()).select_from(BillingRun).where(
             BillingRun.period == period, BillingRun.dry_run.is_(False), BillingRun.status == "completed"))
     if not billed:
-        run = run_billing_cycle(wb, period, dry_run=False, actor="demo")
+        # as an operator does it: a dry run, its approval by the billing user, then the issue
+        dry = run_billing_cycle(wb, period, dry_run=True, actor="demo")
+        out(f"dry run {dry.id} for {period}: {dry.status}; control report {dry.report_path}")
+        approve_run(wb, dry.id, f"demo-billing@{STAFF_DOMAIN}")
+        run = run_billing_cycle(wb, period, dry_run=False, actor="demo", approved_run_id=dry.id)
         out(f"billing run {run.id} for {period}: {run.status}")
     with wb.db.session() as s:
         rows = s.execute(select(Brand.name, Invoice.currency, func.count(Invoice.id), func.sum(Invoice.subtotal_minor),

@@ -45,7 +45,7 @@ def test_demo_import_rate_bill_then_api_and_portal(database_url, tmp_path, brows
     again = json.loads(cli(data_dir, "cdr", "import", str(data_dir / "incoming" / "Master.csv"),
                            "--format", "asterisk-csv", "--source", DEMO_SOURCE, "--json").stdout)
     assert again["imported"] == 0 and again["status"] == "duplicate"
-    rerun = json.loads(cli(data_dir, "billing", "run", "--period", PERIOD, "--json").stdout)
+    rerun = json.loads(cli(data_dir, "billing", "run", "--period", PERIOD, "--issue", "--json").stdout)
     assert rerun["status"] == "completed" and rerun["summary"]["invoices_issued"] == 0
     assert (data_dir / rerun["notebook"]).exists()            # the executed notebook is kept
 
