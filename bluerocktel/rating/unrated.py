@@ -11,17 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from bluerocktel.errors import UserFacingError
-from bluerocktel.lake import connect_duckdb
-from bluerocktel.rating.pending import QUEUE_STATUSES, check_months, latest_rated_sql
+from bluerocktel.lake import connect_duckdb, scan_sql
+from bluerocktel.rating.pending import QUEUE_STATUSES, check_months
 
 QUEUE_COLUMNS = ["cdr_id", "start_at", "caller", "callee", "account_code", "channel", "status", "reason",
                  "account_id", "rated_at", "source_file", "source_line"]
 
 
 def _queued_sql(lake_dir: Path, months: list[str] | None) -> str:
+    """The latest rating of each CDR that is in the queue. Only the ratings of CDRs that were
+    ever queued are ordered, so memory follows the size of the queue, not of the lake."""
     queue = ", ".join(f"'{status}'" for status in QUEUE_STATUSES)
+    rated = scan_sql(lake_dir, "rated", months)
     return f"""(SELECT *, rating_status AS status, coalesce(rating_reason, '') AS reason
-               FROM {latest_rated_sql(lake_dir, months)} WHERE rating_status IN ({queue}))"""
+               FROM (SELECT * FROM {rated}
+                     WHERE cdr_id IN (SELECT cdr_id FROM {rated} WHERE rating_status IN ({queue}))
+                     QUALIFY row_number() OVER (PARTITION BY cdr_id ORDER BY rated_at DESC NULLS LAST) = 1)
+               WHERE rating_status IN ({queue}))"""
 
 
 def unrated_queue(lake_dir: Path, months: list[str] | None = None, *, limit: int = 100, offset: int = 0,
