@@ -228,8 +228,9 @@ def cmd_token_create(args) -> int:
         if user is None:
             print(f"error: no user {args.email}", file=sys.stderr)
             return 2
-        token = create_api_token(s, user, args.name)
-        record_audit(s, "cli", "api_token.create", "user", user.id, name=args.name)
+        scopes = [x.strip() for x in (args.scopes or "").split(",") if x.strip()]
+        token = create_api_token(s, user, args.name, scopes)
+        record_audit(s, "cli", "api_token.create", "user", user.id, name=args.name, scopes=scopes or ["*"])
     print(token)
     return 0
 
@@ -383,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = tokens.add_parser("create", parents=[common], help="create an API token for a user; printed once")
     p.add_argument("email")
     p.add_argument("--name", default="cli")
+    p.add_argument("--scopes", default=None,
+                   help="comma-separated permissions the token is limited to (e.g. invoices:read,accounts:read); "
+                        "default: all its user's role may do")
     p.set_defaults(func=cmd_token_create)
     return parser
 

@@ -64,14 +64,16 @@ class Principal:
     email: str
     role: Role
     account_id: int | None
+    scopes: frozenset[str] = frozenset({"*"})   # an API token's scopes; "*" = everything its role may do
 
     @property
     def is_staff(self) -> bool:
         return self.role in STAFF_ROLES
 
     @classmethod
-    def of(cls, user: User) -> "Principal":
-        return cls(user.id, user.email, Role(user.role), user.account_id)
+    def of(cls, user: User, scopes=None) -> "Principal":
+        return cls(user.id, user.email, Role(user.role), user.account_id,
+                   frozenset(scopes) if scopes else frozenset({"*"}))
 
 
 def _serializer(secret_key: str) -> URLSafeTimedSerializer:
@@ -128,15 +130,31 @@ def decrypt_text(key: str, token: str) -> str:
         raise AuthError("stored secret cannot be decrypted with this data dir's secret key") from exc
 
 
+def check_scopes(scopes: list[str] | None) -> list[str]:
+    """``["*"]`` (the role's whole reach) or known permission names; an unknown one is refused."""
+    if not scopes:
+        return ["*"]
+    known = {p for permissions in PERMISSIONS.values() for p in permissions}
+    unknown = sorted(set(scopes) - known - {"*"})
+    if unknown:
+        from bluerocktel.errors import UserFacingError
+
+        raise UserFacingError(f"unknown token scope(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return sorted(set(scopes))
+
+
 def create_api_token(session: Session, user: User, name: str, scopes: list[str] | None = None) -> str:
-    """Create a token for ``user``; returns the token text, which is never stored."""
+    """Create a token for ``user`` limited to ``scopes`` (default all its role may do); returns the
+    token text, which is never stored."""
+    scopes = check_scopes(scopes)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(ApiToken(user_id=user.id, name=name, token_prefix=token[:12],
-                         token_sha256=hashlib.sha256(token.encode()).hexdigest(), scopes=scopes or ["*"]))
+                         token_sha256=hashlib.sha256(token.encode()).hexdigest(), scopes=scopes))
     return token
 
 
-def authenticate_token(session: Session, token: str) -> User:
+def authenticate_token(session: Session, token: str) -> Principal:
+    """The caller of an API token: its user, with the token's scopes."""
     digest = hashlib.sha256(token.encode()).hexdigest()
     row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == digest))
     if row is None or row.revoked_at is not None:
@@ -144,7 +162,7 @@ def authenticate_token(session: Session, token: str) -> User:
     now = dt.datetime.now(dt.timezone.utc)
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_PRECISION:
         row.last_used_at = now      # at most once a minute: a write per request would serialize the API
-    return load_active_user(session, row.user_id)
+    return Principal.of(load_active_user(session, row.user_id), row.scopes)
 
 
 # What each role may do; customers reach only their own account through the portal.
@@ -176,4 +194,5 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
 
 
 def can(principal: Principal, permission: str) -> bool:
-    return permission in PERMISSIONS[principal.role]
+    """The principal's role may do it, and (for an API token) the token's scopes include it."""
+    return permission in PERMISSIONS[principal.role] and ("*" in principal.scopes or permission in principal.scopes)

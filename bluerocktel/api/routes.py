@@ -52,7 +52,7 @@ def current_principal(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("send an API token: Authorization: Bearer <token>")
     with request.app.state.wb.db.transaction() as session:
-        principal = Principal.of(authenticate_token(session, token.strip()))
+        principal = authenticate_token(session, token.strip())
     limiter = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
         limiter.take("token:" + hashlib.sha256(token.strip().encode()).hexdigest()[:24])
