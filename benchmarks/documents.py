@@ -5,8 +5,9 @@
 Invoices: in-memory ORM objects (no database), 5 lines each (subscription, two usage zones, a
 one-off charge, a discount), FR 20 %. Each is prepared once (HTML + CII XML, the main process's
 share); the timed part is what ``documents/batch.py`` runs in its workers: WeasyPrint PDF/A-3b
-plus Factur-X embedding with the XSD check. The 2-worker figure uses spawned processes already
-warmed up by one invoice each, as in a billing run that renders thousands.
+plus Factur-X embedding with the XSD check, in processes prepared by ``prepare_pdf_worker`` (the
+1-worker figure prepares this process; the 2-worker one uses spawned processes with it as
+initializer, warmed up by one invoice each), as in a billing run that renders thousands.
 
 Annex: ReportLab pages per second for a document of 100 and of 1,000 calls (the document's
 pages divided by its rendering time). Prints the median of ``--runs`` timed runs after a warm-up,
@@ -29,10 +30,10 @@ from bluerocktel.documents.annex import AnnexCall, AnnexHeader, render_call_anne
 from bluerocktel.documents.batch import RenderJob, render_job
 from bluerocktel.documents.content import invoice_content
 from bluerocktel.documents.facturx import cii_xml
-from bluerocktel.documents.invoice import render_content_html
+from bluerocktel.documents.invoice import prepare_pdf_worker, render_content_html
 from bluerocktel.documents.parties import party_snapshot_buyer, party_snapshot_seller
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 HEADER = AnnexHeader("FA-2026-000001", dt.date(2026, 10, 1), dt.date(2026, 10, 31), "fr", "EUR", "Europe/Paris",
                      "BlueRock Télécom", "#0b3d91", "#f5a623")
 
@@ -74,6 +75,7 @@ def invoices_per_second(jobs: list[RenderJob], workers: int, runs: int) -> tuple
     """(invoices per wall-clock second, per CPU second of this process or None with workers)."""
     rates, cpu_rates = [], []
     if workers == 1:
+        prepare_pdf_worker()
         render_job(jobs[0])
         for _ in range(runs):
             start, cpu = time.perf_counter(), time.process_time()
@@ -81,7 +83,8 @@ def invoices_per_second(jobs: list[RenderJob], workers: int, runs: int) -> tuple
             rates.append(len(jobs) / (time.perf_counter() - start))
             cpu_rates.append(len(jobs) / (time.process_time() - cpu))
         return statistics.median(rates), statistics.median(cpu_rates)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=prepare_pdf_worker) as pool:
         list(pool.map(render_job, jobs[:workers], chunksize=1))
         for _ in range(runs):
             start = time.perf_counter()

@@ -27,7 +27,7 @@ from bluerocktel.db.models import Invoice
 from bluerocktel.documents.annex import AnnexCall, AnnexHeader, annex_header, read_annex_calls, render_call_annex
 from bluerocktel.documents.content import invoice_content
 from bluerocktel.documents.facturx import cii_xml, embed_facturx
-from bluerocktel.documents.invoice import html_to_pdf, render_content_html
+from bluerocktel.documents.invoice import html_to_pdf, prepare_pdf_worker, render_content_html
 from bluerocktel.errors import NotFoundError
 from bluerocktel.vocabulary import InvoiceKind
 from bluerocktel.workbench import Workbench
@@ -66,7 +66,8 @@ def render_invoice_documents(wb: Workbench, invoice_ids, workers: int | None = N
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=prepare_pdf_worker)   # warm up, then freeze the GC
     rendered: list[str] = []
     try:
         for i in range(0, len(ids), BATCH):

@@ -74,3 +74,20 @@ def test_logo_and_colours_are_inlined_and_a_bad_colour_falls_back():
 @pytest.mark.parametrize("logo", ['<svg xmlns="http://www.w3.org/2000/svg"><image href="file:///etc/passwd"/></svg>'])
 def test_rendering_never_fetches_files_or_network(logo):
     assert render_invoice_pdf(make_invoice(logo=logo)).startswith(b"%PDF-")
+
+
+def test_the_shared_stylesheet_takes_each_invoices_brand_colour():
+    """The CSS is parsed once per thread: each document must still get its own brand colour."""
+    import io
+
+    from pypdf import PdfReader
+
+    from bluerocktel.documents.invoice import html_to_pdf
+
+    def page_ops(primary: str) -> bytes:
+        pdf = html_to_pdf(render_invoice_html(make_invoice(primary=primary)))
+        return b"".join(page.get_contents().get_data() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+    red, green = page_ops("#ff0000"), page_ops("#00ff00")
+    assert b"1 0 0 rg" in red and b"1 0 0 rg" not in green
+    assert b"0 1 0 rg" in green and b"0 1 0 rg" not in red
