@@ -7,7 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rating_builders import cdr, cdr_table, identifier, identifier_table, rate, rate_rows, rate_table, tariffs, trunk
+from rating_builders import cdr, cdr_table, identifier, identifier_table, rate, rate_rows, rate_table
 
 
 def price(billsec_s, per_minute_micro, increments, connection_fee_micro, identifiers):
