@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -33,41 +32,10 @@ from bluerocktel.db.models import (Account, BillingRun, Brand, Contact, EmailMes
 from bluerocktel.errors import UserFacingError
 from bluerocktel.workbench import Workbench
 
-aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
+pytest.importorskip("aiosmtpd.controller")     # the smtp fixtures come from conftest (tests/smtp_support.py)
 pytestmark = pytest.mark.slow
 
 TOTALS = {"D001": 3588, "D002": 13176, "D003": 10764, "D004": 14352, "D005": 17940}
-
-
-class Inbox:
-    def __init__(self):
-        self.envelopes = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-
-@pytest.fixture(scope="module")
-def smtp_server():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    inbox = Inbox()
-    controller = aiosmtpd_controller.Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield controller, inbox
-    controller.stop()
-
-
-@pytest.fixture
-def smtp(smtp_server, monkeypatch):
-    controller, inbox = smtp_server
-    inbox.envelopes.clear()
-    monkeypatch.setenv("BLUEROCKTEL_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("BLUEROCKTEL_SMTP_PORT", str(controller.port))
-    monkeypatch.setenv("BLUEROCKTEL_SMTP_FROM", "factures@bluerock.example")
-    return inbox
 
 
 def build_world(data_dir) -> Workbench:
