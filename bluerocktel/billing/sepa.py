@@ -30,10 +30,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import importlib.resources
-import os
 import re
 import unicodedata
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -47,6 +45,7 @@ from bluerocktel.billing.payments import (local_date, open_amount_minor, operato
                                           return_payment)
 from bluerocktel.db.models import (Account, Brand, DirectDebit, Invoice, OneOffCharge, Payment, SepaBatch,
                                    SepaMandate, utcnow)
+from bluerocktel.documents.batch import write_file_atomically
 from bluerocktel.errors import FormatError, NotFoundError, UserFacingError
 from bluerocktel.money import D, MoneyError, from_minor
 from bluerocktel.settings import get_setting
@@ -307,7 +306,8 @@ def _create_brand_batch(wb: Workbench, brand_id: int, collection_date: dt.date, 
         if errors:
             raise UserFacingError(f"pain.008 of brand {brand.code} is not valid: {'; '.join(errors[:5])}")
         path = wb.data_dir / "sepa" / f"{message_id}.xml"
-        _write_atomically(path, xml)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomically(path, xml)
         batch.file_path = path.relative_to(wb.data_dir).as_posix()
         for mandate in {d.mandate.id: d.mandate for d in debits}.values():
             if mandate.sequence_type == SequenceType.FRST:
@@ -427,16 +427,6 @@ def validate_pain008(xml: bytes) -> list[str]:
     if schema.validate(etree.fromstring(xml, _safe_parser())):
         return []
     return [f"line {e.line}: {e.message}" for e in schema.error_log]
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def mark_collected(wb: Workbench, batch_id: int, settlement_date: dt.date, *, actor: str) -> dict:
