@@ -7,23 +7,13 @@ import pytest
 from sample_operator import PASSWORD, make_token
 
 from bluerocktel.accounts import create_user
-from bluerocktel.api.crm_resources import router
-from bluerocktel.security import PERMISSIONS
-from bluerocktel.vocabulary import Role
 
 PROBLEM = "application/problem+json"
 V1 = "/api/v1"
-# The permissions this module proposes (bluerocktel.security.PERMISSIONS): crm:write for admin and sales,
-# catalog:write for admin. Added here only while security.py does not carry them yet.
-PROPOSED = {Role.ADMIN: {"crm:write", "catalog:write"}, Role.SALES: {"crm:write"}}
 
 
 @pytest.fixture
-def api(wb, sample, app, client, monkeypatch):
-    for role, extra in PROPOSED.items():
-        monkeypatch.setitem(PERMISSIONS, role, PERMISSIONS[role] | extra)
-    if f"{V1}/contacts/{{contact_id}}" not in {getattr(r, "path", "") for r in app.routes}:
-        app.include_router(router, prefix=V1)   # until bluerocktel/api/__init__.py includes it
+def api(wb, sample, app, client):
     with wb.db.transaction() as s:
         support = create_user(s, email="support@bluerock.example", name="Sam", password=PASSWORD, role="support",
                               actor="test").id

@@ -132,7 +132,9 @@ def test_customer_sees_balance_statement_payments_and_the_credit_note(server, br
     page.goto(f"http://portal.bluerock.localhost:{server['port']}/login")
     sign_in(page, "alice@martin.example", server["password"])
     page.get_by_text("FA-2026-000001").first.wait_for(timeout=20_000)
-    cards = page.locator(".brt-balance").inner_text()
+    cards = page.locator(".brt-balance").filter(has_text="20,00").first    # rendered after the invoice table
+    cards.wait_for(timeout=20_000)
+    cards = cards.inner_text()
     assert "20,00\u00a0€" in cards                                  # 36,00 − 10,00 − 6,00
     notes = page.locator(".tabulator-row", has_text=server["story"]["note_number"])
     assert "Avoir" in notes.inner_text() and "FA-2026-000001" in notes.inner_text()
