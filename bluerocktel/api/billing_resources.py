@@ -36,10 +36,10 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import select
 
-from bluerocktel.api.crm import _CONFLICT, _require
+from bluerocktel.api.crm import _CONFLICT
 from bluerocktel.api.idempotency import IdempotencyDep
 from bluerocktel.api.rating import RatedCdrRowOut
-from bluerocktel.api.routes import (_PROBLEMS, MAX_ID, Caller, Cursor, DbSession, Limit, ObjectId, UpdatedSince,
+from bluerocktel.api.routes import (_PROBLEMS, require, MAX_ID, Caller, Cursor, DbSession, Limit, ObjectId, UpdatedSince,
                                     _visible_invoice, account_scope, changed_since, keyset_page)
 from bluerocktel.api.schemas import InvoiceLineOut, InvoiceOut, Page
 from bluerocktel.billing.credit_notes import CreditQuantity, issue_credit_note
@@ -93,7 +93,7 @@ class InvoiceStatusIn(BaseModel):
 def change_invoice_status(invoice_id: ObjectId, body: InvoiceStatusIn, principal: Caller, idempotency: IdempotencyDep,
                           request: Request):
     """Mark an invoice sent, disputed, or take it out of dispute (audited)."""
-    _require(principal, ISSUE)
+    require(principal, ISSUE)
     if body.status in ("paid", "credited"):
         raise ConflictError(f"an invoice becomes {body.status} only when payments (POST /api/v1/payments) or "
                             f"credit notes (POST /api/v1/invoices/{invoice_id}/credit-notes) settle it")
@@ -170,7 +170,7 @@ def list_credit_notes(principal: Caller, session: DbSession, limit: Limit = 50, 
 def create_credit_note(invoice_id: ObjectId, body: CreditNoteIn, principal: Caller, idempotency: IdempotencyDep,
                        request: Request):
     """Credit an invoice: all that is left of it, or amounts or quantities of some lines."""
-    _require(principal, ISSUE)
+    require(principal, ISSUE)
     lines = None if body.lines is None else {
         line.position: line.amount if line.amount is not None else CreditQuantity(line.quantity) for line in body.lines}
     if lines is not None and len(lines) != len(body.lines):
@@ -247,7 +247,7 @@ def list_payments(principal: Caller, session: DbSession, limit: Limit = 50, curs
 @router.post("/payments", status_code=201, response_model=PaymentOut, responses=_CONFLICT)
 def create_payment(body: PaymentIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
     """Record a payment received; it settles the oldest open invoices, the rest is account credit."""
-    _require(principal, ISSUE)
+    require(principal, ISSUE)
 
     def work():
         with request.app.state.wb.db.transaction() as s:
@@ -269,7 +269,7 @@ def create_payment(body: PaymentIn, principal: Caller, idempotency: IdempotencyD
 def return_payment_route(payment_id: ObjectId, body: PaymentReturnIn, principal: Caller, idempotency: IdempotencyDep,
                          request: Request):
     """The payment came back (a direct debit returned, a cheque bounced): the invoices it settled reopen."""
-    _require(principal, ISSUE)
+    require(principal, ISSUE)
 
     def work():
         with request.app.state.wb.db.transaction() as s:
@@ -404,7 +404,7 @@ def list_audit_log(principal: Caller, session: DbSession, limit: Limit = 50, cur
                    target_id: Annotated[str | None, Query(max_length=64)] = None,
                    since: Annotated[dt.datetime | None, Query(description="entries at or after this instant")] = None):
     """The append-only audit log, newest first (admin)."""
-    _require(principal, "audit:read")
+    require(principal, "audit:read")
     query = select(AuditEntry)
     if actor is not None:
         query = query.where(AuditEntry.actor == actor)

@@ -48,8 +48,7 @@ from sqlalchemy import select
 from starlette.requests import Request as StarletteRequest
 
 from bluerocktel.api.idempotency import IdempotencyDep
-from bluerocktel.api.problems import ForbiddenError
-from bluerocktel.api.routes import Cursor, Limit, ObjectId, current_principal, keyset_page
+from bluerocktel.api.routes import Cursor, Limit, ObjectId, current_principal, keyset_page, require
 from bluerocktel.api.schemas import (
     CdrBatchIn,
     CdrFileOut,
@@ -74,7 +73,7 @@ from bluerocktel.portal import (
     push_cdr_batch,
     update_cdr_source,
 )
-from bluerocktel.security import Principal, can
+from bluerocktel.security import Principal
 from bluerocktel.vocabulary import Collector
 
 MAX_BATCH_RECORDS = 10_000
@@ -135,11 +134,6 @@ _WRITE_PROBLEMS = {**_PROBLEMS,
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
-
-
-def require(principal: Principal, permission: str) -> None:
-    if not can(principal, permission):
-        raise ForbiddenError(f"role {principal.role.value!r} may not use this endpoint ({permission})")
 
 
 # --- pushing and uploading ----------------------------------------------------------------------

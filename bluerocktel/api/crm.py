@@ -19,24 +19,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from bluerocktel.api.idempotency import IdempotencyDep
-from bluerocktel.api.problems import ForbiddenError
 from bluerocktel.api.schemas import Page
-from bluerocktel.api.routes import (_PROBLEMS, MAX_ID, Caller, Cursor, DbSession, Limit, ObjectId, UpdatedSince,
+from bluerocktel.api.routes import (_PROBLEMS, require, MAX_ID, Caller, Cursor, DbSession, Limit, ObjectId, UpdatedSince,
                                     account_scope, changed_since, keyset_page)
 from bluerocktel.crm.lifecycle import transition
 from bluerocktel.db.models import Service, Ticket, WebhookDelivery, WebhookSubscription
 from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.helpdesk import open_ticket, reply, set_status, sla_state, visible_messages
-from bluerocktel.security import Principal, can
+from bluerocktel.security import Principal
 from bluerocktel.vocabulary import TicketPriority, TicketStatus
 
 router = APIRouter(tags=["crm"])
 _CONFLICT = {**_PROBLEMS, 409: {"description": "the object's current state refuses this"}}
-
-
-def _require(principal: Principal, permission: str) -> None:
-    if not can(principal, permission):
-        raise ForbiddenError(f"role {principal.role.value!r} may not use this endpoint ({permission})")
 
 
 # ----------------------------------------------------------------------------------------- services
@@ -114,7 +108,7 @@ def get_service(service_id: ObjectId, principal: Caller, session: DbSession):
 
 def _transition_route(action: str):
     def move(service_id: ObjectId, body: TransitionIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
-        _require(principal, "services:write")
+        require(principal, "services:write")
 
         def work():
             with request.app.state.wb.db.transaction() as s:
@@ -251,7 +245,7 @@ def get_ticket(ticket_id: ObjectId, principal: Caller, session: DbSession):
 def create_ticket(body: TicketIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
     """Open a ticket: a customer on its own account, staff (``tickets:write``) on any."""
     if principal.is_staff:
-        _require(principal, "tickets:write")
+        require(principal, "tickets:write")
         if body.account_id is None:
             raise UserFacingError("account_id is required")
         account_id = body.account_id
@@ -276,7 +270,7 @@ def reply_ticket(ticket_id: ObjectId, body: ReplyIn, principal: Caller, idempote
     """A public reply, or (staff) an internal note."""
     scope = _ticket_scope(principal)
     if principal.is_staff:
-        _require(principal, "tickets:write")
+        require(principal, "tickets:write")
 
     def work():
         with request.app.state.wb.db.transaction() as s:
@@ -292,7 +286,7 @@ def reply_ticket(ticket_id: ObjectId, body: ReplyIn, principal: Caller, idempote
 def change_ticket_status(ticket_id: ObjectId, body: StatusIn, principal: Caller, idempotency: IdempotencyDep,
                          request: Request):
     """Move the ticket (staff with ``tickets:write``)."""
-    _require(principal, "tickets:write")
+    require(principal, "tickets:write")
 
     def work():
         with request.app.state.wb.db.transaction() as s:
@@ -348,14 +342,14 @@ class DeliveryOut(BaseModel):
 
 @router.get("/webhooks", response_model=list[WebhookOut], responses=_PROBLEMS)
 def list_webhooks(principal: Caller, session: DbSession):
-    _require(principal, "webhooks:write")
+    require(principal, "webhooks:write")
     return [WebhookOut.of(w) for w in session.scalars(select(WebhookSubscription).order_by(WebhookSubscription.id))]
 
 
 @router.post("/webhooks", status_code=201, response_model=WebhookCreatedOut, responses=_PROBLEMS)
 def create_webhook(body: WebhookIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
     """Subscribe an endpoint; the response carries its signing secret once (replays return it again)."""
-    _require(principal, "webhooks:write")
+    require(principal, "webhooks:write")
     from bluerocktel.webhooks import create_subscription
 
     def work():
@@ -374,7 +368,7 @@ def create_webhook(body: WebhookIn, principal: Caller, idempotency: IdempotencyD
 def list_deliveries(subscription_id: ObjectId, principal: Caller, session: DbSession, limit: Limit = 50,
                     cursor: Cursor = None):
     """The delivery log of a subscription, newest first."""
-    _require(principal, "webhooks:write")
+    require(principal, "webhooks:write")
     query = select(WebhookDelivery).where(WebhookDelivery.subscription_id == subscription_id)
     return keyset_page(session, query, WebhookDelivery, DeliveryOut, cursor, limit, newest_first=True)
 
@@ -382,7 +376,7 @@ def list_deliveries(subscription_id: ObjectId, principal: Caller, session: DbSes
 @router.post("/webhook-deliveries/{delivery_id}/replay", response_model=DeliveryOut, responses=_PROBLEMS)
 def replay_delivery(delivery_id: ObjectId, principal: Caller, idempotency: IdempotencyDep, request: Request):
     """Queue a delivery again (sent by the next delivery pass)."""
-    _require(principal, "webhooks:write")
+    require(principal, "webhooks:write")
     from bluerocktel.webhooks import replay
 
     def work():

@@ -30,8 +30,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, object_session, selectinload
 
 from bluerocktel.api.idempotency import IdempotencyDep
-from bluerocktel.api.problems import ForbiddenError
-from bluerocktel.api.routes import (_PROBLEMS, Caller, Cursor, DbSession, Limit, UpdatedSince, account_scope,
+from bluerocktel.api.routes import (_PROBLEMS, require, Caller, Cursor, DbSession, Limit, UpdatedSince, account_scope,
                                     changed_since, keyset_page)
 from bluerocktel.api.schemas import AccountOut, Page
 from bluerocktel.billing.payments import account_balance, statement
@@ -41,7 +40,7 @@ from bluerocktel.crm.contracts import create_contract, notice_deadline, terminat
 from bluerocktel.crm.quotes import LineIn, accept_quote, create_quote, quote_totals, reject_quote, send_quote
 from bluerocktel.db.models import Account, Contact, Contract, PriceList, Product, Quote, Site
 from bluerocktel.errors import NotFoundError
-from bluerocktel.security import Principal, can
+from bluerocktel.security import Principal
 
 router = APIRouter(tags=["crm"])
 _CONFLICT = {**_PROBLEMS, 409: {"description": "the object's current state refuses this"}}
@@ -52,11 +51,6 @@ ID_MAX = 2_147_483_647          # ids are 32-bit on PostgreSQL: larger ones woul
 PathId = Annotated[int, Path(ge=1, le=ID_MAX)]
 BodyId = Annotated[int, Field(ge=1, le=ID_MAX)]
 QueryId = Annotated[int | None, Query(ge=1, le=ID_MAX)]
-
-
-def _require(principal: Principal, permission: str) -> None:
-    if not can(principal, permission):
-        raise ForbiddenError(f"role {principal.role.value!r} may not use this endpoint ({permission})")
 
 
 def _scope(principal: Principal) -> int | None:
@@ -168,7 +162,7 @@ class AccountStatusIn(BaseModel):
 @router.post("/accounts", status_code=201, response_model=AccountDetailOut, responses=_CONFLICT)
 def create_account(body: AccountIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
     """Create a company or person account (``crm:write``); identifiers are checked (SIREN, SIRET, VAT)."""
-    _require(principal, "crm:write")
+    require(principal, "crm:write")
     fields = body.model_dump(exclude_unset=True, exclude={"brand_id", "name", "number"})
     return _post(request, principal, idempotency, lambda s: AccountDetailOut.of(crm_accounts.create_account(
         s, brand_id=body.brand_id, name=body.name, number=body.number, actor=principal.email, **fields)), 201)
@@ -177,7 +171,7 @@ def create_account(body: AccountIn, principal: Caller, idempotency: IdempotencyD
 @router.patch("/accounts/{account_id}", response_model=AccountDetailOut, responses=_PATCH)
 def update_account(account_id: PathId, body: AccountChange, principal: Caller, request: Request):
     """Change an account (``crm:write``); ``If-Match``: the ETag of ``GET /accounts/{id}``."""
-    _require(principal, "crm:write")
+    require(principal, "crm:write")
     return _patch(request, principal, lambda s: _visible(s, principal, Account, account_id, "account"),
                   lambda s, a: crm_accounts.update_account(s, a.id, body.model_dump(exclude_unset=True),
                                                            actor=principal.email),
@@ -188,7 +182,7 @@ def update_account(account_id: PathId, body: AccountChange, principal: Caller, r
 def set_account_status(account_id: PathId, body: AccountStatusIn, principal: Caller, idempotency: IdempotencyDep,
                        request: Request):
     """Suspend, reactivate or close (409 while services are not terminated or money is due)."""
-    _require(principal, "crm:write")
+    require(principal, "crm:write")
     return _post(request, principal, idempotency, lambda s: AccountDetailOut.of(crm_accounts.set_account_status(
         s, account_id, body.status, actor=principal.email, reason=body.reason)))
 
@@ -197,7 +191,7 @@ def set_account_status(account_id: PathId, body: AccountStatusIn, principal: Cal
 def list_children(account_id: PathId, principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
                   updated_since: UpdatedSince = None):
     """The direct children of a group account (staff)."""
-    _require(principal, "accounts:read")
+    require(principal, "accounts:read")
     crm_accounts.get_account(session, account_id)
     query = changed_since(select(Account).where(Account.parent_id == account_id), Account, updated_since)
     return keyset_page(session, query, Account, AccountDetailOut, cursor, limit)
@@ -231,7 +225,7 @@ def get_balance(account_id: PathId, principal: Caller, session: DbSession):
 @router.get("/accounts/{account_id}/group-balance", response_model=GroupBalanceOut, responses=_PROBLEMS)
 def get_group_balance(account_id: PathId, principal: Caller, session: DbSession):
     """Balances of the account and all its descendants, with totals per currency (staff)."""
-    _require(principal, "invoices:read")
+    require(principal, "invoices:read")
     return GroupBalanceOut(**crm_accounts.group_balances(session, account_id))
 
 
@@ -337,7 +331,7 @@ def get_contact(contact_id: PathId, principal: Caller, session: DbSession):
 @router.post("/accounts/{account_id}/contacts", status_code=201, response_model=ContactOut, responses=_CONFLICT)
 def create_contact(account_id: PathId, body: ContactIn, principal: Caller, idempotency: IdempotencyDep,
                    request: Request):
-    _require(principal, "crm:write")
+    require(principal, "crm:write")
     return _post(request, principal, idempotency, lambda s: ContactOut.of(crm_accounts.create_contact(
         s, account_id, actor=principal.email, **body.model_dump(exclude_unset=True))), 201)
 
@@ -345,7 +339,7 @@ def create_contact(account_id: PathId, body: ContactIn, principal: Caller, idemp
 @router.patch("/contacts/{contact_id}", response_model=ContactOut, responses=_PATCH)
 def update_contact(contact_id: PathId, body: ContactChange, principal: Caller, request: Request):
     """Change a contact (``crm:write``); ``If-Match``: the ETag of ``GET /contacts/{id}``."""
-    _require(principal, "crm:write")
+    require(principal, "crm:write")
     return _patch(request, principal, lambda s: _visible(s, principal, Contact, contact_id, "contact"),
                   lambda s, c: crm_accounts.update_contact(s, c.id, body.model_dump(exclude_unset=True),
                                                            actor=principal.email), ContactOut)
@@ -354,7 +348,7 @@ def update_contact(contact_id: PathId, body: ContactChange, principal: Caller, r
 @router.delete("/contacts/{contact_id}", status_code=204, responses=_CONFLICT)
 def delete_contact(contact_id: PathId, principal: Caller, request: Request):
     """Delete a contact (409 while it signed a contract or is named on a ticket or activity)."""
-    _require(principal, "crm:write")
+    require(principal, "crm:write")
     with request.app.state.wb.db.transaction() as s:
         crm_accounts.delete_contact(s, contact_id, actor=principal.email)
     return Response(status_code=204)
@@ -373,7 +367,7 @@ def get_site(site_id: PathId, principal: Caller, session: DbSession):
 
 @router.post("/accounts/{account_id}/sites", status_code=201, response_model=SiteOut, responses=_PROBLEMS)
 def create_site(account_id: PathId, body: SiteIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
-    _require(principal, "crm:write")
+    require(principal, "crm:write")
     return _post(request, principal, idempotency, lambda s: SiteOut.of(crm_accounts.create_site(
         s, account_id, actor=principal.email, **body.model_dump(exclude_unset=True))), 201)
 
@@ -381,7 +375,7 @@ def create_site(account_id: PathId, body: SiteIn, principal: Caller, idempotency
 @router.patch("/sites/{site_id}", response_model=SiteOut, responses=_PATCH)
 def update_site(site_id: PathId, body: SiteChange, principal: Caller, request: Request):
     """Change a site (``crm:write``); ``If-Match``: the ETag of ``GET /sites/{id}``."""
-    _require(principal, "crm:write")
+    require(principal, "crm:write")
     return _patch(request, principal, lambda s: _visible(s, principal, Site, site_id, "site"),
                   lambda s, site: crm_accounts.update_site(s, site.id, body.model_dump(exclude_unset=True),
                                                            actor=principal.email), SiteOut)
@@ -465,7 +459,7 @@ def get_contract(contract_id: PathId, principal: Caller, session: DbSession):
 @router.post("/contracts", status_code=201, response_model=ContractOut, responses=_CONFLICT)
 def create_contract_route(body: ContractIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
     """A contract for an account (``crm:write``); the commitment ends ``term_months`` after the start."""
-    _require(principal, "crm:write")
+    require(principal, "crm:write")
     fields = body.model_dump(exclude={"account_id"})
     return _post(request, principal, idempotency, lambda s: ContractOut.of(create_contract(
         s, body.account_id, actor=principal.email, **fields)), 201)
@@ -475,7 +469,7 @@ def create_contract_route(body: ContractIn, principal: Caller, idempotency: Idem
 def terminate_contract_route(contract_id: PathId, body: TerminateIn, principal: Caller, idempotency: IdempotencyDep,
                              request: Request):
     """End the contract and terminate its services; before the notice deadline only with ``early`` (a fee)."""
-    _require(principal, "crm:write")
+    require(principal, "crm:write")
 
     def fn(s):
         done = terminate_contract(s, contract_id, on=body.on, reason=body.reason, actor=principal.email,
@@ -535,7 +529,7 @@ def list_products(principal: Caller, session: DbSession, limit: Limit = 50, curs
                   brand_id: QueryId = None,
                   active: Annotated[bool | None, Query()] = None, updated_since: UpdatedSince = None):
     """The catalog (staff); ``brand_id``: the products this brand sells (its own and every brand's)."""
-    _require(principal, "accounts:read")
+    require(principal, "accounts:read")
     query = changed_since(select(Product), Product, updated_since)
     if brand_id is not None:
         query = query.where(or_(Product.brand_id.is_(None), Product.brand_id == brand_id))
@@ -546,13 +540,13 @@ def list_products(principal: Caller, session: DbSession, limit: Limit = 50, curs
 
 @router.get("/products/{product_id}", response_model=ProductOut, responses=_PROBLEMS)
 def get_product(product_id: PathId, principal: Caller, session: DbSession):
-    _require(principal, "accounts:read")
+    require(principal, "accounts:read")
     return ProductOut.of(catalog.get_product(session, product_id))
 
 
 @router.post("/products", status_code=201, response_model=ProductOut, responses=_CONFLICT)
 def create_product(body: ProductIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
-    _require(principal, "catalog:write")
+    require(principal, "catalog:write")
     return _post(request, principal, idempotency, lambda s: ProductOut.of(catalog.create_product(
         s, actor=principal.email, **body.model_dump(exclude_unset=True))), 201)
 
@@ -560,7 +554,7 @@ def create_product(body: ProductIn, principal: Caller, idempotency: IdempotencyD
 @router.patch("/products/{product_id}", response_model=ProductOut, responses=_PATCH)
 def update_product(product_id: PathId, body: ProductChange, principal: Caller, request: Request):
     """Change a product (``catalog:write``); ``If-Match``: the ETag of ``GET /products/{id}``."""
-    _require(principal, "catalog:write")
+    require(principal, "catalog:write")
     return _patch(request, principal, lambda s: catalog.get_product(s, product_id),
                   lambda s, p: catalog.update_product(s, p.id, body.model_dump(exclude_unset=True),
                                                       actor=principal.email), ProductOut)
@@ -611,7 +605,7 @@ class PriceListOut(BaseModel):
 def list_price_lists(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
                      brand_id: QueryId = None, updated_since: UpdatedSince = None):
     """Brand price lists with their items (staff)."""
-    _require(principal, "accounts:read")
+    require(principal, "accounts:read")
     query = changed_since(select(PriceList), PriceList, updated_since)
     if brand_id is not None:
         query = query.where(PriceList.brand_id == brand_id)
@@ -621,7 +615,7 @@ def list_price_lists(principal: Caller, session: DbSession, limit: Limit = 50, c
 @router.post("/price-lists", status_code=201, response_model=PriceListOut, responses=_CONFLICT)
 def create_price_list(body: PriceListIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
     """A brand's price list (``catalog:write``); 409 when it overlaps another of the brand."""
-    _require(principal, "catalog:write")
+    require(principal, "catalog:write")
     return _post(request, principal, idempotency, lambda s: PriceListOut.of(catalog.create_price_list(
         s, actor=principal.email, **body.model_dump())), 201)
 
@@ -630,7 +624,7 @@ def create_price_list(body: PriceListIn, principal: Caller, idempotency: Idempot
 def set_price_list_item(price_list_id: PathId, body: PriceIn, principal: Caller, idempotency: IdempotencyDep,
                         request: Request):
     """Set a product's price in the list (added or changed)."""
-    _require(principal, "catalog:write")
+    require(principal, "catalog:write")
 
     def fn(s):
         item = catalog.set_price(s, price_list_id, body.product_id, body.price, actor=principal.email)
@@ -737,7 +731,7 @@ def get_quote(quote_id: PathId, principal: Caller, session: DbSession):
 @router.post("/quotes", status_code=201, response_model=QuoteOut, responses=_CONFLICT)
 def create_quote_route(body: QuoteIn, principal: Caller, idempotency: IdempotencyDep, request: Request):
     """A draft quote (``crm:write``), priced today from the brand's price list."""
-    _require(principal, "crm:write")
+    require(principal, "crm:write")
     lines = [LineIn(**line.model_dump()) for line in body.lines]
     return _post(request, principal, idempotency, lambda s: QuoteOut.of(create_quote(
         s, body.account_id, lines, valid_until=body.valid_until, term_months=body.term_months,
@@ -747,7 +741,7 @@ def create_quote_route(body: QuoteIn, principal: Caller, idempotency: Idempotenc
 @router.post("/quotes/{quote_id}/send", response_model=QuoteOut, responses=_CONFLICT)
 def send_quote_route(quote_id: PathId, principal: Caller, idempotency: IdempotencyDep, request: Request):
     """draft → sent (``crm:write``)."""
-    _require(principal, "crm:write")
+    require(principal, "crm:write")
     return _post(request, principal, idempotency, lambda s: QuoteOut.of(send_quote(s, quote_id,
                                                                                   actor=principal.email)))
 
@@ -755,7 +749,7 @@ def send_quote_route(quote_id: PathId, principal: Caller, idempotency: Idempoten
 def _may_answer_quote(session: Session, principal: Principal, quote_id: int) -> None:
     """Staff with ``crm:write``, or the customer of the quote's account (others: 403, or 404 for customers)."""
     if principal.is_staff:
-        _require(principal, "crm:write")
+        require(principal, "crm:write")
     else:
         _visible(session, principal, Quote, quote_id, "quote")
 

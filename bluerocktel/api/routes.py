@@ -71,6 +71,12 @@ def account_scope(principal: Principal, permission: str) -> int | None:
     raise ForbiddenError(f"role {principal.role.value!r} may not use this endpoint ({permission})")
 
 
+def require(principal: Principal, permission: str) -> None:
+    """Refuse (403) a caller whose role or token scopes lack ``permission``."""
+    if not can(principal, permission):
+        raise ForbiddenError(f"role {principal.role.value!r} may not use this endpoint ({permission})")
+
+
 def encode_cursor(last_id: int) -> str:
     return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
 

@@ -27,7 +27,8 @@ from bluerocktel.audit import record_audit
 from bluerocktel.billing.payments import account_balance
 from bluerocktel.billing.vat import validate_vat_number
 from bluerocktel.db.models import Account, Activity, Brand, Contact, Contract, Service, Site, Ticket
-from bluerocktel.errors import ConflictError, NotFoundError, UserFacingError
+from bluerocktel.crm import fetch
+from bluerocktel.errors import ConflictError, UserFacingError
 from bluerocktel.vocabulary import AccountKind, AccountStatus, ContactRole, ServiceStatus
 
 ISO_COUNTRIES = frozenset("""
@@ -173,10 +174,7 @@ def _audit_view(fields: dict) -> dict:
 
 
 def get_account(session: Session, account_id: int) -> Account:
-    account = session.get(Account, account_id)
-    if account is None:
-        raise NotFoundError(f"no account {account_id}")
-    return account
+    return fetch(session, Account, account_id, "account")
 
 
 def update_account(session: Session, account_id: int, changes: dict, *, actor: str) -> Account:
@@ -287,10 +285,7 @@ def create_contact(session: Session, account_id: int, *, actor: str, **fields) -
 
 
 def get_contact(session: Session, contact_id: int) -> Contact:
-    contact = session.get(Contact, contact_id)
-    if contact is None:
-        raise NotFoundError(f"no contact {contact_id}")
-    return contact
+    return fetch(session, Contact, contact_id, "contact")
 
 
 def update_contact(session: Session, contact_id: int, changes: dict, *, actor: str) -> Contact:
@@ -341,10 +336,7 @@ def create_site(session: Session, account_id: int, *, actor: str, **fields) -> S
 
 
 def get_site(session: Session, site_id: int) -> Site:
-    site = session.get(Site, site_id)
-    if site is None:
-        raise NotFoundError(f"no site {site_id}")
-    return site
+    return fetch(session, Site, site_id, "site")
 
 
 def update_site(session: Session, site_id: int, changes: dict, *, actor: str) -> Site:

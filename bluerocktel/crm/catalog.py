@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from bluerocktel.audit import record_audit
 from bluerocktel.db.models import Brand, PriceList, PriceListItem, Product
+from bluerocktel.crm import fetch
 from bluerocktel.errors import ConflictError, NotFoundError, UserFacingError
 from bluerocktel.money import D, finer_than_micro
 from bluerocktel.vocabulary import BillingTiming, ProductKind
@@ -85,10 +86,7 @@ def create_product(session: Session, *, code: str, name: str, kind: str, price, 
 
 
 def get_product(session: Session, product_id: int) -> Product:
-    product = session.get(Product, product_id)
-    if product is None:
-        raise NotFoundError(f"no product {product_id}")
-    return product
+    return fetch(session, Product, product_id, "product")
 
 
 def update_product(session: Session, product_id: int, changes: dict, *, actor: str) -> Product:
