@@ -125,6 +125,8 @@ def test_a_contract_without_commitment_ends_any_day_without_fee(wb, account_id):
                             term_months=0, commitment_end=None)
         s.add(contract)
         s.flush()
+        report = renewals(s, dt.date(2026, 1, 15))               # nothing to renew, no notice to give
+        assert (report.renewed, report.notice_due) == ([], [])
         result = terminate_contract(s, contract.id, on=dt.date(2026, 2, 10), reason="moving", actor="t")
-        assert (result.fee, result.contract.status) == (None, "ended")
-        assert renewals(s, dt.date(2026, 1, 15)) is not None     # listing notices skips it instead of failing
+        assert (result.fee, result.contract.status, result.contract.end_date) == (None, "ended",
+                                                                                  dt.date(2026, 2, 10))
