@@ -17,7 +17,7 @@ out of the way (``BLUEROCKTEL_API_RATE_PER_MINUTE``): this measures the server, 
    (85 %), writes (15 %): ``POST /tickets`` and ``POST /tickets/{id}/replies`` with an
    ``Idempotency-Key`` each. Every answer must be 2xx: errors are counted and must be 0.
 
-The load generator is this process (asyncio + httpx, keep-alive connections), on the same
+The load generator is this process (asyncio streams on uvloop, raw HTTP/1.1 keep-alive connections), on the same
 machine: its CPU competes with the server's, so the figures are a floor. ``/proc/loadavg`` is
 printed before and after, and the server's CPU time per request (from ``/proc/<pid>/stat``), which
 load on the machine does not inflate much: 1000 / that figure is what one core could serve.
@@ -41,6 +41,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import uvloop
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN = "demo-admin@bluerock.localhost"
@@ -55,9 +56,22 @@ def loadavg() -> str:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time a process and its live descendants (``serve --workers``) have used so far."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    tree, total = {pid}, 0
+    for child, (parent, _) in sorted(stats.items()):
+        if parent in tree:
+            tree.add(child)
+    for member in tree:
+        total += stats.get(member, (0, 0))[1]
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -112,9 +126,10 @@ def make_tokens(env: dict, count: int) -> list[str]:
         wb.close()
 
 
-def start_server(env: dict, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(env: dict, port: int, log_path: Path, workers: int = 1) -> subprocess.Popen:
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "bluerocktel", "serve", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "bluerocktel", "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", str(workers)],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -149,22 +164,70 @@ class Stats:
                 "error_kinds": self.errors}
 
 
-async def timed(client: httpx.AsyncClient, stats: Stats, label: str, method: str, url: str, **kwargs):
+class RawClient:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams: a load generator that costs the machine
+    tens of microseconds per request (httpx costs about a millisecond, which the server's core would lose)."""
+
+    def __init__(self, host: str, port: int, token: str):
+        self.host, self.port = host, port
+        self.head = f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+        self.reader = self.writer = None
+
+    async def request(self, method: str, path: str, body: bytes | None = None,
+                      headers: dict | None = None) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        if body is not None:
+            extra += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(f"{method} {path} HTTP/1.1\r\n{self.head}{extra}\r\n".encode() + (body or b""))
+        status = int((await self.reader.readline()).split(b" ", 2)[1])
+        length, chunked, close = 0, False, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+            elif name == b"connection" and b"close" in value.lower():
+                close = True
+        if chunked:
+            parts = []
+            while size := int((await self.reader.readline()).strip(), 16):
+                parts.append(await self.reader.readexactly(size + 2))
+            await self.reader.readline()
+            data = b"".join(p[:-2] for p in parts)
+        else:
+            data = await self.reader.readexactly(length)
+        if close:
+            await self.close()
+        return status, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+async def timed(client: RawClient, stats: Stats, label: str, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None) -> tuple[int, bytes] | None:
     started = time.perf_counter()
     try:
-        response = await client.request(method, url, **kwargs)
-    except httpx.HTTPError:
+        status, data = await client.request(method, path, body, headers)
+    except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+        await client.close()
         stats.add(label, started, None)
         return None
-    stats.add(label, started, response.status_code)
-    return response
+    stats.add(label, started, status)
+    return status, data
 
 
 def measure(server_pid: int, base: str, tokens: list[str], seconds: float, step) -> dict:
     """:func:`run_clients` plus the server's CPU time per request: the figure a busy machine does not skew
     (requests/s per core it would serve = 1000 / ``server_cpu_ms_per_request``)."""
     cpu = cpu_seconds(server_pid)
-    figures = asyncio.run(run_clients(base, tokens, seconds, step))
+    figures = uvloop.run(run_clients(base, tokens, seconds, step))
     figures["server_cpu_ms_per_request"] = round((cpu_seconds(server_pid) - cpu) * 1000 / figures["requests"], 2)
     return figures
 
@@ -172,15 +235,17 @@ def measure(server_pid: int, base: str, tokens: list[str], seconds: float, step)
 async def run_clients(base: str, tokens: list[str], seconds: float, step) -> dict:
     """``len(tokens)`` clients calling ``step(client, stats, rng, state)`` in a loop for ``seconds``."""
     stats = Stats()
-    limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
     deadline = time.monotonic() + seconds
+    host, port = base.split("//")[1].split(":")
 
     async def worker(i: int, token: str):
         rng, state = random.Random(i), {"tickets": []}
-        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, limits=limits,
-                                     timeout=30) as client:
+        client = RawClient(host, int(port), token)
+        try:
             while time.monotonic() < deadline:
                 await step(client, stats, rng, state)
+        finally:
+            await client.close()
 
     started = time.monotonic()
     await asyncio.gather(*(worker(i, token) for i, token in enumerate(tokens)))
@@ -202,13 +267,13 @@ def mixed_step(account_ids: list[int]):
             await timed(client, stats, f"GET {what}", "GET", f"{what}?limit=50")
         elif what == "ticket" or not state["tickets"]:
             body = {"subject": "Load test", "body": "Line down since 9:00?", "account_id": rng.choice(account_ids)}
-            r = await timed(client, stats, "POST /tickets", "POST", "/api/v1/tickets", json=body, headers=key)
-            if r is not None and r.status_code == 201:
-                state["tickets"].append(r.json()["id"])
+            r = await timed(client, stats, "POST /tickets", "POST", "/api/v1/tickets", json.dumps(body).encode(), key)
+            if r is not None and r[0] == 201:
+                state["tickets"].append(json.loads(r[1])["id"])
         else:
             ticket = rng.choice(state["tickets"])
             await timed(client, stats, "POST /replies", "POST", f"/api/v1/tickets/{ticket}/replies",
-                        json={"body": "We are looking into it."}, headers=key)
+                        json.dumps({"body": "We are looking into it."}).encode(), key)
 
     return step
 
@@ -222,6 +287,9 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=300)
     parser.add_argument("--cdrs", type=int, default=20_000)
     parser.add_argument("--data-dir", default=None, help="reuse (or build once) the demo here (SQLite)")
+    parser.add_argument("--database-url", default=None,
+                        help="reuse this database, holding a demo built with the same --data-dir (not dropped)")
+    parser.add_argument("--workers", type=int, default=2, help="server processes (serve --workers)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
 
@@ -230,18 +298,20 @@ def main() -> int:
            "BLUEROCKTEL_API_RATE_BURST": "1000000"}
     env.pop("BLUEROCKTEL_DATABASE_URL", None)
     pg_name = None
-    if args.database == "postgresql":
+    if args.database_url:
+        env["BLUEROCKTEL_DATABASE_URL"] = args.database_url
+    elif args.database == "postgresql":
         pg_name, env["BLUEROCKTEL_DATABASE_URL"] = create_pg_database()
     server = None
     try:
-        if pg_name or not (data_dir / "bluerocktel.db").exists():
+        if pg_name or (not args.database_url and not (data_dir / "bluerocktel.db").exists()):
             print(f"building the demo ({args.accounts} accounts, {args.cdrs:,} CDRs) in {data_dir} ...", flush=True)
             t0 = time.monotonic()
             cli(env, "demo", "--no-serve", "--accounts", str(args.accounts), "--cdrs", str(args.cdrs))
             print(f"  demo built in {time.monotonic() - t0:.0f} s", flush=True)
         tokens = make_tokens(env, args.clients)
         port = free_port()
-        server = start_server(env, port, data_dir / "bench-server.log")
+        server = start_server(env, port, data_dir / "bench-server.log", args.workers)
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens[0]}"}) as c:
             account_ids = [a["id"] for a in c.get("/api/v1/accounts?limit=500").json()["items"]]
@@ -249,7 +319,7 @@ def main() -> int:
         print(f"server on {base} ({args.database}); {len(account_ids)} accounts, first invoice page "
               f"{len(invoices)} rows; load before: {loadavg()}", flush=True)
         figures = {"database": args.database, "clients": args.clients, "loadavg_before": loadavg()}
-        asyncio.run(run_clients(base, tokens, 2, invoice_list))                        # warm-up
+        uvloop.run(run_clients(base, tokens, 2, invoice_list))                        # warm-up
         figures["invoice_list"] = measure(server.pid, base, tokens, args.read_s, invoice_list)
         figures["loadavg_after_reads"] = loadavg()
         figures["mixed"] = measure(server.pid, base, tokens, args.mixed_s, mixed_step(account_ids))

@@ -191,7 +191,7 @@ def cmd_serve(args, wb=None, with_dashboards: bool | None = None) -> int:
 
     wb = wb or _workbench(args)
     with_dashboards = args.dashboards if with_dashboards is None else with_dashboards
-    serve(wb, host=args.host, port=int(args.port), dashboards=with_dashboards)
+    serve(wb, host=args.host, port=int(args.port), dashboards=with_dashboards, workers=getattr(args, "workers", None))
     return 0
 
 
@@ -250,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_opts = argparse.ArgumentParser(add_help=False)
     serve_opts.add_argument("--host", default=get_setting("host"))
     serve_opts.add_argument("--port", default=get_setting("port"))
+    serve_opts.add_argument("--workers", type=int, default=None,
+                            help="processes serving the port (default: the web_workers setting, 1)")
 
     p = sub.add_parser("demo", parents=[common, serve_opts], help="build a demo operator, bill it and serve it")
     p.add_argument("--accounts", type=int, default=300)

@@ -25,19 +25,31 @@ KERNEL_CULL_IDLE_S = 600
 KERNEL_CULL_INTERVAL_S = 60
 
 
-def serve(wb: Workbench, host: str, port: int, dashboards: bool = False) -> None:
-    """Serve the API, the sign-in pages, the portal and the staff app until interrupted."""
+def serve(wb: Workbench, host: str, port: int, dashboards: bool = False, workers: int | None = None) -> None:
+    """Serve the API, the sign-in pages, the portal and the staff app until interrupted, in
+    ``workers`` processes (default: the ``web_workers`` setting) sharing the port. A Panel session
+    whose websocket reaches another process than its page is created again there (Bokeh's
+    ``create_session_if_needed``), so no sticky routing is needed."""
     import uvicorn
 
     from portal_app.server import create_app
 
+    workers = int(workers if workers is not None else get_setting("web_workers"))
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
     voila = start_dashboards(wb, host, int(get_setting("dashboards_port"))) if dashboards else None
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler it
     # found: make that handler an exception, so that the ``finally`` below stops Voila.
     previous = signal.signal(signal.SIGTERM, _raise_system_exit)
     try:
         print(f"BlueRockTEL on http://{host}:{port}/  (API docs: /api/docs)", flush=True)
-        uvicorn.run(create_app(wb), host=host, port=int(port), log_level="info", proxy_headers=False)
+        if workers == 1:
+            uvicorn.run(create_app(wb), host=host, port=int(port), log_level="info", proxy_headers=False)
+        else:   # each worker process opens the same data dir and database (portal_app.server.app_from_environment)
+            os.environ["BLUEROCKTEL_DATA_DIR"] = str(wb.data_dir)
+            os.environ["BLUEROCKTEL_DATABASE_URL"] = wb.db.url
+            uvicorn.run("portal_app.server:app_from_environment", factory=True, workers=workers, host=host, access_log=True,
+                        port=int(port), log_level="info", proxy_headers=False)
     finally:
         signal.signal(signal.SIGTERM, previous)
         if voila is not None:

@@ -53,6 +53,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api_rate_burst", "200", "Requests an API token may make at once above its sustained rate before being limited."),
     Setting("host", "127.0.0.1", "Address `serve` and `dashboards` listen on."),
     Setting("port", "8000", "Port of `serve` (API, portal, staff app)."),
+    Setting("web_workers", "1", "Processes `serve` runs on its port, each serving the whole app (API, portal, staff app): one per core for API throughput. API rate limits are counted in each process."),
     Setting("dashboards_port", "8866", "Port of the Voila dashboards server."),
     Setting("anomaly_window_minutes", "60", "Length of the windows the anomaly detectors count calls in, in minutes (a divisor of 1440; windows are aligned on UTC multiples of it)."),
     Setting("anomaly_high_cost_per_minute", "1.00", "A call is high-cost when the rate that priced it costs at least this per minute (price x 60 / unit size, in the deck's currency)."),

@@ -85,3 +85,11 @@ def create_app(wb: Workbench) -> FastAPI:
     app.add_middleware(ETagMiddleware)
     app.state.rate_limiter = RateLimiter()
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of ``serve --workers N``: the data dir and database that
+    ``BLUEROCKTEL_DATA_DIR`` and ``BLUEROCKTEL_DATABASE_URL`` name (already migrated by ``serve``)."""
+    import os
+
+    return create_app(Workbench.open(os.environ["BLUEROCKTEL_DATA_DIR"], migrate=False))

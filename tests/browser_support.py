@@ -43,13 +43,13 @@ def wait_for_url(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: fl
             time.sleep(0.2)
 
 
-def start_serve(data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+def start_serve(data_dir: Path, env: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen, int]:
     """``bluerocktel serve`` on a free port, started and answering; its output in DATA_DIR/server.log."""
     port = free_port()
     log_path = data_dir / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "bluerocktel", "serve", "--data-dir", str(data_dir),
-                                 "--host", "127.0.0.1", "--port", str(port)], cwd=REPO,
+                                 "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)], cwd=REPO,
                                 env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT)
     wait_for_url(f"http://127.0.0.1:{port}/login", proc, log_path)
     return proc, port

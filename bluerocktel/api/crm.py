@@ -21,9 +21,9 @@ from sqlalchemy.orm import selectinload
 from bluerocktel.api.idempotency import IdempotencyDep
 from bluerocktel.api.schemas import Page
 from bluerocktel.api.routes import (_PROBLEMS, require, MAX_ID, Caller, Cursor, DbSession, Limit, ObjectId, UpdatedSince,
-                                    account_scope, changed_since, keyset_page)
+                                    account_scope, changed_since, keyset_page, records)
 from bluerocktel.crm.lifecycle import transition
-from bluerocktel.db.models import Service, Ticket, WebhookDelivery, WebhookSubscription
+from bluerocktel.db.models import Service, ServiceIdentifier, Ticket, WebhookDelivery, WebhookSubscription
 from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.helpdesk import open_ticket, reply, set_status, sla_state, visible_messages
 from bluerocktel.security import Principal
@@ -83,6 +83,18 @@ def _visible_service(session, principal: Principal, service_id: int) -> Service:
     return service
 
 
+def _attach_identifiers(session, services: list) -> None:
+    """Set ``identifiers`` on each service record of a page (one query for the page)."""
+    by_service = {s.id: [] for s in services}
+    for row in session.execute(select(ServiceIdentifier.service_id, ServiceIdentifier.kind, ServiceIdentifier.value,
+                                      ServiceIdentifier.valid_from, ServiceIdentifier.valid_to)
+                               .where(ServiceIdentifier.service_id.in_(list(by_service)))
+                               .order_by(ServiceIdentifier.service_id, ServiceIdentifier.id)):
+        by_service[row.service_id].append(row)
+    for service in services:
+        service.identifiers = by_service[service.id]
+
+
 @router.get("/services", response_model=Page[ServiceOut],
             responses=_PROBLEMS)
 def list_services(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
@@ -91,14 +103,14 @@ def list_services(principal: Caller, session: DbSession, limit: Limit = 50, curs
                   updated_since: UpdatedSince = None):
     """Services by id; a customer token lists its own account's."""
     scope = account_scope(principal, "accounts:read")
-    query = changed_since(select(Service).options(selectinload(Service.identifiers)), Service, updated_since)
+    query = changed_since(records(Service), Service, updated_since)
     if scope is not None:
         query = query.where(Service.account_id == scope)
     if account_id is not None:
         query = query.where(Service.account_id == account_id)
     if status is not None:
         query = query.where(Service.status == status)
-    return keyset_page(session, query, Service, ServiceOut, cursor, limit)
+    return keyset_page(session, query, Service, ServiceOut, cursor, limit, attach=_attach_identifiers)
 
 
 @router.get("/services/{service_id}", response_model=ServiceOut, responses=_PROBLEMS)
@@ -225,7 +237,7 @@ def list_tickets(principal: Caller, session: DbSession, limit: Limit = 50, curso
                  status: Annotated[TicketStatus | None, Query()] = None, updated_since: UpdatedSince = None):
     """Tickets, newest first; a customer token lists its own account's."""
     scope = _ticket_scope(principal)
-    query = changed_since(select(Ticket), Ticket, updated_since)
+    query = changed_since(records(Ticket), Ticket, updated_since)
     if scope is not None:
         query = query.where(Ticket.account_id == scope)
     if account_id is not None:
