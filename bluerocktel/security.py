@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from bluerocktel.db.models import ApiToken, User
@@ -159,10 +159,10 @@ _TOKEN_QUERY = (select(ApiToken.id, ApiToken.scopes, ApiToken.revoked_at, ApiTok
                 .join(User, User.id == ApiToken.user_id).where(ApiToken.token_sha256 == bindparam("digest")))
 
 
-def authenticate_token(session: Session | Connection, token: str) -> tuple[Principal, int | None]:
+def authenticate_token(session: Session, token: str) -> tuple[Principal, int | None]:
     """The caller of an API token (its active user, with the token's scopes), in one query; and the
-    token's id when its ``last_used_at`` is older than :data:`LAST_USED_PRECISION` (then
-    :func:`touch_token` it, in a transaction of its own), else None."""
+    token's id when its ``last_used_at`` is older than :data:`LAST_USED_PRECISION` (for
+    :class:`TokenUsage`), else None."""
     digest = hashlib.sha256(token.encode()).hexdigest()
     row = session.execute(_TOKEN_QUERY, {"digest": digest}).first()
     if row is None or row.revoked_at is not None:
@@ -176,11 +176,33 @@ def authenticate_token(session: Session | Connection, token: str) -> tuple[Princ
     return principal, (row.id if stale else None)
 
 
-def touch_token(session: Session | Connection, token_id: int) -> None:
-    """Record that the token was used now (at most once a minute: a write per request would
-    serialize the API)."""
-    session.execute(update(ApiToken).where(ApiToken.id == token_id)
-                    .values(last_used_at=dt.datetime.now(dt.timezone.utc)))
+class TokenUsage:
+    """Writes API tokens' ``last_used_at`` in a thread of its own, one short transaction per
+    write, off the requests (at most once a minute per token: a write per request would
+    serialize the API). ``flush()`` waits for the writes asked so far."""
+
+    def __init__(self, db):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.db = db
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-usage")
+        self._pending: set[int] = set()
+
+    def touch(self, token_id: int) -> None:
+        if token_id not in self._pending:       # requests racing on a stale token: one write
+            self._pending.add(token_id)
+            self._executor.submit(self._write, token_id)
+
+    def _write(self, token_id: int) -> None:
+        try:
+            with self.db.transaction() as session:
+                session.execute(update(ApiToken).where(ApiToken.id == token_id)
+                                .values(last_used_at=dt.datetime.now(dt.timezone.utc)))
+        finally:
+            self._pending.discard(token_id)
+
+    def flush(self) -> None:
+        self._executor.submit(lambda: None).result()
 
 
 # What each role may do; customers reach only their own account through the portal.

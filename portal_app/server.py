@@ -24,9 +24,10 @@ from tornado.web import create_signed_value
 import bluerocktel
 from bluerocktel.api import install_problem_handlers
 from bluerocktel.api import router as api_router
+from bluerocktel.api.concurrency import ApiConcurrencyLimit, api_concurrency_for
 from bluerocktel.api.etag import ETagMiddleware
 from bluerocktel.api.ratelimit import RateLimiter
-from bluerocktel.security import Principal
+from bluerocktel.security import Principal, TokenUsage
 from bluerocktel.web.downloads import router as downloads_router
 from bluerocktel.web.login import router as login_router
 from bluerocktel.web.middleware import SessionAuthMiddleware
@@ -83,7 +84,9 @@ def create_app(wb: Workbench) -> FastAPI:
 
     app.add_middleware(SessionAuthMiddleware, wb=wb, panel_user_cookie=panel_user_cookie)
     app.add_middleware(ETagMiddleware)
+    app.add_middleware(ApiConcurrencyLimit, limit=api_concurrency_for(wb.db.engine))
     app.state.rate_limiter = RateLimiter()
+    app.state.token_usage = TokenUsage(wb.db)
     return app
 
 

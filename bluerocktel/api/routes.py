@@ -26,7 +26,7 @@ from bluerocktel.api.schemas import AccountOut, BillingRunOut, InvoiceDetailOut,
 from bluerocktel.db.models import Account, BillingRun, Invoice
 from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.portal import resolve_document
-from bluerocktel.security import AuthError, Principal, authenticate_token, can, touch_token
+from bluerocktel.security import AuthError, Principal, authenticate_token, can
 from bluerocktel.vocabulary import Role
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
@@ -60,22 +60,18 @@ def _end(session: Session, finish) -> None:
 DbSession = Annotated[Session, Depends(db_session)]
 
 
-def current_principal(request: Request) -> Principal:
-    """The caller of a bearer token (one query on a connection of its own, released before the
-    route runs: a request never holds two pooled connections, which under load would exhaust the
-    pool with requests waiting for each other), then charged one request of its rate limit
-    (:mod:`bluerocktel.api.ratelimit`). The token's ``last_used_at``, when a minute old, is written
-    and committed there too, so the write never holds a lock (or SQLite's write lock) for the rest
-    of the request."""
+def current_principal(request: Request, session: DbSession) -> Principal:
+    """The caller of a bearer token (one query, in the request's transaction), then charged one
+    request of its rate limit (:mod:`bluerocktel.api.ratelimit`). The token's ``last_used_at``,
+    when a minute old, is written by ``app.state.token_usage`` in a transaction of its own, off the
+    request: the write never holds a lock (or SQLite's write lock) during a request."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("send an API token: Authorization: Bearer <token>")
-    with request.app.state.wb.db.engine.connect() as connection:
-        principal, stale_token_id = authenticate_token(connection, token.strip())
-        if stale_token_id is not None:
-            touch_token(connection, stale_token_id)
-            connection.commit()
+    principal, stale_token_id = authenticate_token(session, token.strip())
+    if stale_token_id is not None:
+        request.app.state.token_usage.touch(stale_token_id)
     limiter = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
         limiter.take("token:" + hashlib.sha256(token.strip().encode()).hexdigest()[:24])
