@@ -56,74 +56,84 @@ from bluerocktel.vocabulary import RatingFlag, RatingStatus, RoundingMethod
 # Units of a service bundle consumed in a month (UTC, ``YYYY-MM``) by earlier ratings.
 BUNDLE_USED_SCHEMA = pa.schema([("service_bundle_id", pa.int64()), ("month", pa.string()), ("units", pa.int64())])
 
-_PRICED, _GRANTS, _USED, _PRIOR = "_bundles_priced", "_bundles_grants", "_bundles_used", "_bundles_prior"
-_PARTIAL, _DECKS = "_bundles_partial", "_bundles_decks"
 _MONTHS = 1 << 20        # bundle-month key = service_bundle_id * _MONTHS + months since year 0
-
-# the bundles, one row per (bundle, zone), with their rank among the service's bundles
-_GRANTS_SQL = """
-SELECT DISTINCT sbid, service_id, call_type, zone, full_limit, fair_use, vf, vt, level
-FROM (SELECT service_bundle_id AS sbid, service_id, call_type, unnest(zones) AS zone,
-             coalesce(allowance, fair_use_cap) AS full_limit,          -- null: unlimited, no cap
-             allowance IS NULL AND fair_use_cap IS NOT NULL AS fair_use,
-             epoch_us(valid_from) AS vf, epoch_us(valid_to) AS vt,
-             dense_rank() OVER (PARTITION BY service_id ORDER BY service_bundle_id) AS level
-      FROM {grants})
-"""
-
-# units used by earlier ratings, keyed by the month's first microsecond (UTC)
-_USED_SQL = """
-SELECT service_bundle_id AS sbid, epoch_us(strptime(month || '-01', '%Y-%m-%d')) AS month_us,
-       CAST(sum(units) AS BIGINT) AS units
-FROM {used} GROUP BY ALL
-"""
-
-# Every (call, bundle of rank $level) pair: the call's demand on the bundle (what earlier ranks
-# left), the call's month (months since year 0) and the units the bundle still has for that
-# month (null: unlimited). Months are computed on naive UTC timestamps (no time-zone lookups).
-# Every column is BIGINT: a HUGEINT column would reach NumPy as Python Decimal objects.
-_LEVEL_SQL = f"""
-WITH pairs AS (
-    SELECT p.rid, g.sbid, g.fair_use, g.full_limit, g.vf, g.vt,
-           p.billable_units - coalesce(pr.covered, 0) AS d,
-           date_trunc('month', make_timestamp(epoch_us(p.start_at))) AS m
-    FROM {_PRICED} p
-    JOIN {_GRANTS} g ON g.level = $level AND g.service_id = p.service_id AND g.call_type = p.call_type
-                    AND g.zone = p.zone AND g.vf <= epoch_us(p.start_at)
-                    AND (g.vt IS NULL OR epoch_us(p.start_at) < g.vt)
-    LEFT JOIN {_PRIOR} pr ON pr.rid = p.rid
-    WHERE p.rating_status = '{RatingStatus.RATED.value}' AND p.billable_units > 0
-),
-months AS (SELECT *, epoch_us(m) AS ms, epoch_us(m + INTERVAL 1 MONTH) AS me FROM pairs WHERE d > 0)
-SELECT k.rid, k.sbid, k.fair_use, k.d, CAST(year(k.m) * 12 + month(k.m) - 1 AS BIGINT) AS month,
-       CASE WHEN k.full_limit IS NOT NULL THEN
-           greatest(CAST(CAST(k.full_limit AS HUGEINT) * (least(coalesce(k.vt, k.me), k.me) - greatest(k.vf, k.ms))
-                         // (k.me - k.ms) AS BIGINT) - coalesce(u.units, 0), CAST(0 AS BIGINT)) END AS remaining
-FROM months k LEFT JOIN {_USED} u ON u.sbid = k.sbid AND u.month_us = k.ms
-"""
+_NO_END_US = 2 ** 62     # a grant without valid_to
+_EPOCH_MONTHS = 1970 * 12
 
 
-def _round_ratio_sql(num: str, den: str, method: str, decimals: str) -> str:
-    """SQL for the non-negative rational ``num / den`` micro units rounded to ``decimals``
-    (0..6) decimals of the currency with ``method`` (a :class:`RoundingMethod` value), in
-    integer (HUGEINT) arithmetic; the result is BIGINT micro units."""
-    step = f"[1000000, 100000, 10000, 1000, 100, 10, 1][{decimals} + 1]"   # micro units per last decimal
-    n, d = f"CAST({num} AS HUGEINT)", f"(CAST({den} AS HUGEINT) * {step})"
-    return (f"CAST(CASE {method}"
-            f" WHEN '{RoundingMethod.UP.value}' THEN ({n} + {d} - 1) // {d}"
-            f" WHEN '{RoundingMethod.HALF_UP.value}' THEN (2 * {n} + {d}) // (2 * {d})"
-            f" WHEN '{RoundingMethod.DOWN.value}' THEN {n} // {d}"
-            f" END * {step} AS BIGINT)")
+def _grant_rows(grants: pa.Table) -> dict:
+    """The bundles as numpy columns, one row per distinct (bundle, zone): sbid, service_id,
+    call_type, zone (strings, as Arrow arrays), full_limit (allowance, else fair-use cap; -1:
+    unlimited without cap), fair_use (unlimited with a cap), vf, vt (µs; a null valid_from never
+    starts, a null valid_to never ends) and level (rank of the bundle among its service's,
+    by service_bundle_id, from 1)."""
+    zones = grants["zones"].combine_chunks()
+    parent = pc.list_parent_indices(zones).to_numpy()
+    flat = grants.take(pa.array(parent))
+    rows = pa.table({"sbid": flat["service_bundle_id"], "service_id": flat["service_id"],
+                     "call_type": flat["call_type"], "zone": pc.list_flatten(zones)})
+    rows = rows.append_column("i", pa.array(np.arange(rows.num_rows)))
+    first = rows.group_by(["sbid", "service_id", "call_type", "zone"], use_threads=False).aggregate([("i", "min")])
+    keep = np.sort(first["i_min"].to_numpy())
+    flat, rows = flat.take(pa.array(keep)), rows.take(pa.array(keep))
+    allowance, cap = flat["allowance"], flat["fair_use_cap"]
+    sbid, service = rows["sbid"].to_numpy(), rows["service_id"].to_numpy()
+    # level: dense rank of sbid within its service
+    pairs, pair_of = (np.unique(np.stack([service, sbid], axis=1), axis=0, return_inverse=True) if len(sbid)
+                      else (np.zeros((0, 2), np.int64), np.zeros(0, np.int64)))
+    first_of_service = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]] if len(pairs) else np.zeros(0, bool)
+    positions = np.arange(len(pairs))
+    rank = positions - np.maximum.accumulate(np.where(first_of_service, positions, 0)) + 1
+    level = rank[pair_of.ravel()] if len(sbid) else np.zeros(0, np.int64)
+    vf, vt = flat["valid_from"].cast(pa.int64()), flat["valid_to"].cast(pa.int64())
+    return {"sbid": sbid, "service_id": service, "call_type": rows["call_type"].combine_chunks(),
+            "zone": rows["zone"].combine_chunks(), "level": level,
+            "full_limit": pc.coalesce(allowance, cap).fill_null(-1).to_numpy(),
+            "fair_use": (allowance.is_null().to_numpy(zero_copy_only=False)
+                         & cap.is_valid().to_numpy(zero_copy_only=False)),
+            "vf": vf.fill_null(_NO_END_US).to_numpy(), "vt": vt.fill_null(_NO_END_US).to_numpy()}
 
 
-# price x (b - c) / b of the partly covered calls, rounded as their deck says
-_PARTIAL_SQL = f"""
-SELECT i, dk.deck_id IS NOT NULL AS deck_known,
-       {_round_ratio_sql("CAST(price AS HUGEINT) * (b - c)", "b", "dk.rounding_method",
-                         "dk.rounding_decimals")} AS price
-FROM {_PARTIAL} LEFT JOIN {_DECKS} dk ON dk.deck_id = {_PARTIAL}.deck_id
-ORDER BY i
-"""
+def _used_units(used: pa.Table | None) -> tuple[np.ndarray, np.ndarray]:
+    """Units used by earlier ratings per bundle-month key (``sbid * _MONTHS + months since year
+    0``): sorted keys and their summed units."""
+    if used is None or used.num_rows == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    used = used.select(BUNDLE_USED_SCHEMA.names).cast(BUNDLE_USED_SCHEMA)
+    totals: dict[int, int] = {}
+    for sbid, month, units in zip(*(used[c].to_pylist() for c in BUNDLE_USED_SCHEMA.names)):
+        if sbid is None or month is None or units is None:
+            continue
+        year, number = month.split("-")[:2]
+        key = sbid * _MONTHS + int(year) * 12 + int(number) - 1
+        totals[key] = totals.get(key, 0) + units
+    keys = np.array(sorted(totals), np.int64)
+    return keys, np.array([totals[k] for k in keys.tolist()], np.int64)
+
+
+def _month_bounds(start_us: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per instant (µs, UTC): its calendar month (months since 1970) and that month's first and
+    next month's first microsecond."""
+    month = start_us.astype("datetime64[us]").astype("datetime64[M]").astype(np.int64)
+    first = month.astype("datetime64[M]").astype("datetime64[us]").astype(np.int64)
+    return month, first, (month + 1).astype("datetime64[M]").astype("datetime64[us]").astype(np.int64)
+
+
+def _round_ratio(num: int, den: int, method: str | None, decimals: int | None) -> int | None:
+    """The non-negative rational ``num / den`` micro units rounded to ``decimals`` (0..6) decimals
+    of the currency with ``method`` (a :class:`RoundingMethod` value), in micro units; None for
+    an unknown method or decimals."""
+    if decimals is None or not 0 <= decimals <= 6:
+        return None
+    step = 10 ** (6 - decimals)                  # micro units per last decimal
+    d = den * step
+    if method == RoundingMethod.UP.value:
+        return (num + d - 1) // d * step
+    if method == RoundingMethod.HALF_UP.value:
+        return (2 * num + d) // (2 * d) * step
+    if method == RoundingMethod.DOWN.value:
+        return num // d * step
+    return None
 
 
 def _running_cover(key: np.ndarray, start_at: pa.Array, cdr_id: pa.Array, rid: np.ndarray, d: np.ndarray,
@@ -152,7 +162,7 @@ def _tight(key: np.ndarray, d: np.ndarray, remaining: np.ndarray, limited: np.nd
     return limited & pc.is_in(pa.array(key), value_set=short).to_numpy(zero_copy_only=False)
 
 
-def _allocate(con, calls: pa.Table, grants: pa.Table, used: pa.Table | None):
+def _allocate(calls: pa.Table, grants: pa.Table, used: pa.Table | None):
     """Per row of ``calls`` (priced rows of services that have a bundle): units covered, the
     first bundle that covered units, the first that matched (-1: none) and whether an
     unlimited bundle's fair-use cap left units uncovered."""
@@ -162,50 +172,68 @@ def _allocate(con, calls: pa.Table, grants: pa.Table, used: pa.Table | None):
     first_match = np.full(n, -1, dtype=np.int64)
     fair = np.zeros(n, dtype=bool)
     pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []     # (rid, sbid, units) covered, per level
-    con.register(_GRANTS, grants)
-    try:
-        prepared = con.sql(_GRANTS_SQL.format(grants=_GRANTS)).to_arrow_table()
-    finally:
-        con.unregister(_GRANTS)
-    used = used if used is not None else BUNDLE_USED_SCHEMA.empty_table()
-    con.register(_USED + "_raw", used.select(BUNDLE_USED_SCHEMA.names).cast(BUNDLE_USED_SCHEMA))
-    try:
-        used_by_month = con.sql(_USED_SQL.format(used=_USED + "_raw")).to_arrow_table()
-    finally:
-        con.unregister(_USED + "_raw")
-    columns = ["start_at", "service_id", "call_type", "zone", "billable_units", "rating_status"]
-    views = {_PRICED: calls.select(columns).append_column("rid", pa.array(np.arange(n, dtype=np.int64))),
-             _GRANTS: prepared, _USED: used_by_month}
-    for name, table in views.items():
-        con.register(name, table)
-    try:
-        levels = pc.max(prepared["level"]).as_py() or 0
-        for level in range(1, levels + 1):
-            done = np.flatnonzero(covered)
-            con.register(_PRIOR, pa.table({"rid": done, "covered": covered[done]}))
-            try:
-                pairs = con.sql(_LEVEL_SQL, params={"level": level}).to_arrow_table()
-            finally:
-                con.unregister(_PRIOR)
-            rid, sbid, d = (pairs[k].to_numpy() for k in ("rid", "sbid", "d"))
-            key = sbid * _MONTHS + pairs["month"].to_numpy()          # one bundle-month
-            limited = pairs["remaining"].is_valid().to_numpy(zero_copy_only=False)
-            remaining = pairs["remaining"].fill_null(0).to_numpy()
-            cover = d.copy()                       # unlimited, or the month's demand fits
-            tight = _tight(key, d, remaining, limited)
-            if tight.any():
-                at = pa.array(rid[tight])
-                cover[tight] = _running_cover(key[tight], calls["start_at"].take(at), calls["cdr_id"].take(at),
-                                              rid[tight], d[tight], remaining[tight])
-            covered[rid] += cover
-            some = cover > 0
-            pieces.append((rid[some], sbid[some], cover[some]))
-            first_match[rid] = np.where(first_match[rid] < 0, sbid, first_match[rid])
-            first_cover[rid] = np.where((first_cover[rid] < 0) & (cover > 0), sbid, first_cover[rid])
-            fair[rid] |= pairs["fair_use"].to_numpy(zero_copy_only=False) & (cover < d)
-    finally:
-        for name in views:
-            con.unregister(name)
+    g = _grant_rows(grants)
+    if len(g["sbid"]) == 0:
+        return covered, first_cover, first_match, fair, _splits(n, pieces)
+    used_keys, used_sums = _used_units(used)
+
+    # the calls a bundle can cover, and their (service, call type, zone) as one integer key
+    units = calls["billable_units"].fill_null(0).to_numpy()
+    rated = (pc.equal(calls["rating_status"], RatingStatus.RATED.value).fill_null(False)
+             .to_numpy(zero_copy_only=False)) & (units > 0)
+    services, service_of = np.unique(g["service_id"], return_inverse=True)
+    types = pc.unique(g["call_type"]).drop_null()
+    zones = pc.unique(g["zone"]).drop_null()
+    call_service = calls["service_id"].fill_null(-1).to_numpy()
+    s_idx = np.minimum(np.searchsorted(services, call_service), len(services) - 1)
+    t_idx = pc.index_in(calls["call_type"], value_set=types).fill_null(-1).to_numpy()
+    z_idx = pc.index_in(calls["zone"], value_set=zones).fill_null(-1).to_numpy()
+    rated &= (services[s_idx] == call_service) & (t_idx >= 0) & (z_idx >= 0)
+    rid = np.flatnonzero(rated)
+    call_key = (s_idx[rid] * len(zones) + z_idx[rid]) * len(types) + t_idx[rid]
+    start = calls["start_at"].cast(pa.int64()).to_numpy()[rid]
+    month, month_start, month_end = _month_bounds(start)
+    grant_key = ((service_of.ravel() * len(zones) + pc.index_in(g["zone"], value_set=zones).fill_null(-1).to_numpy())
+                 * len(types) + pc.index_in(g["call_type"], value_set=types).fill_null(-1).to_numpy())
+    grant_ok = (pc.index_in(g["zone"], value_set=zones).is_valid().to_numpy(zero_copy_only=False)
+                & pc.index_in(g["call_type"], value_set=types).is_valid().to_numpy(zero_copy_only=False))
+
+    for level in range(1, int(g["level"].max()) + 1):
+        at_level = np.flatnonzero((g["level"] == level) & grant_ok)
+        order = at_level[np.argsort(grant_key[at_level], kind="stable")]
+        keys = grant_key[order]
+        pos = np.minimum(np.searchsorted(keys, call_key), max(len(keys) - 1, 0))
+        hit = (keys[pos] == call_key) if len(keys) else np.zeros(len(call_key), bool)
+        row = order[pos]
+        hit &= (g["vf"][row] <= start) & (start < g["vt"][row])
+        d = units[rid] - covered[rid]
+        hit &= d > 0
+        at = np.flatnonzero(hit)
+        prid, row, d = rid[at], row[at], d[at]
+        sbid, ms, me = g["sbid"][row], month_start[at], month_end[at]
+        key = sbid * _MONTHS + month[at] + _EPOCH_MONTHS           # one bundle-month
+        limit = g["full_limit"][row]
+        limited = limit >= 0
+        granted = limit.copy()                 # a grant covering part of the month: floor(limit × part / month)
+        overlap = np.minimum(g["vt"][row], me) - np.maximum(g["vf"][row], ms)
+        for i in np.flatnonzero(limited & (overlap < me - ms)).tolist():
+            granted[i] = int(limit[i]) * int(overlap[i]) // int(me[i] - ms[i])
+        if len(used_keys):
+            u = np.minimum(np.searchsorted(used_keys, key), len(used_keys) - 1)
+            granted -= np.where(used_keys[u] == key, used_sums[u], 0)
+        remaining = np.where(limited, np.maximum(granted, 0), 0)
+        cover = d.copy()                       # unlimited, or the month's demand fits
+        tight = _tight(key, d, remaining, limited)
+        if tight.any():
+            take = pa.array(prid[tight])
+            cover[tight] = _running_cover(key[tight], calls["start_at"].take(take), calls["cdr_id"].take(take),
+                                          prid[tight], d[tight], remaining[tight])
+        covered[prid] += cover
+        some = cover > 0
+        pieces.append((prid[some], sbid[some], cover[some]))
+        first_match[prid] = np.where(first_match[prid] < 0, sbid, first_match[prid])
+        first_cover[prid] = np.where((first_cover[prid] < 0) & (cover > 0), sbid, first_cover[prid])
+        fair[prid] |= g["fair_use"][row] & (cover < d)
     return covered, first_cover, first_match, fair, _splits(n, pieces)
 
 
@@ -253,7 +281,9 @@ def apply_bundles(con, priced: pa.Table, tariffs, used: pa.Table | None) -> pa.T
     earlier ratings consumed per service bundle and month. Returns a table of the same schema,
     rows in input order; only rated rows of a service with a matching bundle change (price,
     bundle_id, bundle_units, margin, flags). When no row's service has a bundle, returns
-    ``priced`` itself. ``con`` is a DuckDB connection used by one caller at a time.
+    ``priced`` itself. ``con`` (a DuckDB connection) is not used: the allocation runs in numpy
+    and Arrow (a DuckDB query per batch cost more, and its worker threads trim the C heap,
+    page-faulting the kernel's arrays in again).
     """
     grants = tariffs.bundles
     if priced.num_rows == 0 or grants.num_rows == 0:
@@ -267,7 +297,7 @@ def apply_bundles(con, priced: pa.Table, tariffs, used: pa.Table | None) -> pa.T
     calls = priced.select(columns)
     if len(candidates) < priced.num_rows:
         calls = calls.take(pa.array(candidates))
-    covered, first_cover, first_match, fair, splits = _allocate(con, calls, grants, used)
+    covered, first_cover, first_match, fair, splits = _allocate(calls, grants, used)
     matched = np.flatnonzero(first_match >= 0)
     if len(matched) == 0:
         return priced
@@ -279,24 +309,18 @@ def apply_bundles(con, priced: pa.Table, tariffs, used: pa.Table | None) -> pa.T
     price = pc.if_else(pa.array(c == b), pa.scalar(0, pa.int64()), old_price)
     partial = np.flatnonzero((c > 0) & (c < b))
     if len(partial):
-        at = pa.array(partial)
-        views = {_PARTIAL: pa.table({"i": at, "price": old_price.take(at), "b": b[partial], "c": c[partial],
-                                     "deck_id": priced["rate_deck_id"].take(take).take(at)}),
-                 _DECKS: tariffs.decks.select(["deck_id", "rounding_method", "rounding_decimals"])}
-        for name, table in views.items():
-            con.register(name, table)
-        try:
-            rounded = con.sql(_PARTIAL_SQL).to_arrow_table()
-        finally:
-            for name in views:
-                con.unregister(name)
-        if not pc.all(rounded["deck_known"]).as_py():
-            missing = sorted(set(views[_PARTIAL]["deck_id"].filter(pc.invert(rounded["deck_known"])).to_pylist()),
-                             key=str)
+        decks = {d: (m, k) for d, m, k in zip(*(tariffs.decks[name].to_pylist()
+                                                for name in ("deck_id", "rounding_method", "rounding_decimals")))}
+        deck_ids = priced["rate_deck_id"].take(pa.array(rows[partial])).to_pylist()
+        missing = sorted({d for d in deck_ids if d not in decks}, key=str)
+        if missing:
             raise ValueError(f"apply_bundles: rate deck(s) {missing} of bundle-covered calls are not in tariffs.decks")
+        old = old_price.take(pa.array(partial)).to_pylist()
+        rounded = [None if p is None else _round_ratio(p * (bb - cc), bb, *decks[d])
+                   for p, bb, cc, d in zip(old, b[partial].tolist(), c[partial].tolist(), deck_ids)]
         mask = np.zeros(len(rows), dtype=bool)
         mask[partial] = True
-        price = pc.replace_with_mask(price, pa.array(mask), rounded["price"].combine_chunks())
+        price = pc.replace_with_mask(price, pa.array(mask), pa.array(rounded, pa.int64()))
     margin = pc.subtract(price, priced["cost_micro"].take(take).combine_chunks())
     changes = {
         "price_micro": price,
@@ -310,17 +334,48 @@ def apply_bundles(con, priced: pa.Table, tariffs, used: pa.Table | None) -> pa.T
 
 
 def _replace_rows(table: pa.Table, rows: np.ndarray, changes: dict[str, pa.Array]) -> pa.Table:
-    """``table`` with the columns of ``changes`` replaced at ``rows`` (sorted positions): per
-    column, one ``take`` over the old values followed by the new ones (``replace_with_mask``
-    over a whole batch of strings costs about twice as much)."""
+    """``table`` with the columns of ``changes`` replaced at ``rows`` (sorted positions): 64-bit
+    integer columns in numpy (values and validity), the others with one ``take`` over the old
+    values followed by the new ones (``replace_with_mask`` over a whole batch of strings costs
+    about twice as much)."""
     n = table.num_rows
-    index = np.arange(n)
-    index[rows] = n + np.arange(len(rows))
-    index = pa.array(index)
+    index = None
     columns = {name: table[name] for name in table.column_names}
     for name, values in changes.items():
         old = table[name]
-        columns[name] = pa.chunked_array(old.chunks + [values.cast(old.type)], old.type).take(index)
+        values = values.cast(old.type)
+        if pa.types.is_integer(old.type) and old.type.bit_width == 64:
+            data, valid = np.zeros(n, np.int64), np.zeros(n, bool)
+            at = 0
+            for chunk in old.chunks:
+                if chunk.null_count < len(chunk):
+                    data[at:at + len(chunk)] = np.frombuffer(chunk.buffers()[1], np.int64, len(chunk), chunk.offset * 8)
+                    valid[at:at + len(chunk)] = (chunk.is_valid().to_numpy(zero_copy_only=False) if chunk.null_count
+                                                 else True)
+                at += len(chunk)
+            data[rows] = values.fill_null(0).to_numpy()
+            valid[rows] = values.is_valid().to_numpy(zero_copy_only=False)
+            bitmap = None if valid.all() else pa.array(valid).buffers()[1]
+            columns[name] = pa.Array.from_buffers(old.type, n, [bitmap, pa.py_buffer(data)])
+            continue
+        if old.null_count == n and pa.types.is_string(old.type):      # (bundle_split): offsets around the new values
+            values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+            lengths = np.zeros(n, np.int32)
+            lengths[rows] = np.diff(np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, values.offset * 4))
+            valid = np.zeros(n, bool)
+            valid[rows] = values.is_valid().to_numpy(zero_copy_only=False)
+            offsets = np.zeros(n + 1, np.int32)
+            np.cumsum(lengths, out=offsets[1:])
+            data = values.buffers()[2] or pa.py_buffer(b"")
+            start = int(np.frombuffer(values.buffers()[1], np.int32, 1, values.offset * 4)[0]) if len(values) else 0
+            columns[name] = pa.Array.from_buffers(old.type, n, [pa.array(valid).buffers()[1], pa.py_buffer(offsets),
+                                                                data.slice(start)])
+            continue
+        if index is None:
+            index = np.arange(n)
+            index[rows] = n + np.arange(len(rows))
+            index = pa.array(index)
+        columns[name] = pa.chunked_array(old.chunks + [values], old.type).take(index)
     return pa.table(columns, schema=table.schema)
 
 

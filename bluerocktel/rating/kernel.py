@@ -3,13 +3,13 @@
 :func:`price_batch` and :func:`rate_batch` are pure functions of their Arrow inputs (DESIGN.md
 §2), so the same kernel rates a month on one machine or a partition on a Dask worker. There is
 no per-CDR Python: the small tariff tables are prepared once per :class:`Tariffs` object
-(:func:`prepare`); then Arrow hash lookups find the identifiers and carrier trunks, numpy
-gathers and binary searches over the prepared arrays pick rates and bands for all CDRs at
-once, numpy prices them in integer arithmetic (int64 when the batch's amounts cannot
-overflow it, else Python integers; only calls crossing a band boundary go through a DuckDB
-query that cuts them into segments), and gathers by row index attach the picked rows'
+(:func:`prepare`, in DuckDB); then Arrow hash lookups find the identifiers and carrier
+trunks, numpy gathers and table lookups over the prepared arrays pick rates and bands for all
+CDRs at once, numpy prices them in integer arithmetic (int64 when the batch's amounts cannot
+overflow it, else Python integers; the few calls crossing a band boundary are cut into
+segments by a second, vectorized pass), and gathers by row index attach the picked rows'
 columns as per-call traces. A large batch is cut into one slice per core, priced in threads
-(numpy, Arrow and DuckDB release the GIL; measured: Python holds it ~4% of the time).
+(numpy and Arrow release the GIL; measured: Python holds it ~4% of the time).
 
 Who pays
     Each CDR is resolved to a service through identifier rows valid at the call start
@@ -73,6 +73,7 @@ never free, ``rating_reason`` says why), ``rated``.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import os
 import weakref
@@ -122,9 +123,6 @@ _FLAG_BITS = {flag: 1 << i for i, flag in enumerate(RatingFlag)}
 _FLAG_STRINGS = pa.array([",".join(f.value for f in RatingFlag if mask & _FLAG_BITS[f])
                           for mask in range(1 << len(RatingFlag))], pa.string())
 
-# names of the views the kernel registers on the caller's connection
-_V = {name: f"_rating_{name}" for name in (
-    "grp", "effband", "intervals", "slow")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +152,7 @@ class Prepared:
     indexes: dict           # (root deck, call type code) -> _PrefixIndex, built on first use
     who: list | None = None         # stage 1 lookups (see _identification)
     carriers: list | None = None
-    seg_heads: pa.Array | None = None   # grp row -> '{"band":..,"rate_id":..,"group_start":..,"increments":'
+    seg_heads: pa.Array | None = None   # grp row -> '{"band":..,"rate_id":..,"group_start":'
 
 
 _PREPARED: "weakref.WeakKeyDictionary[Tariffs, Prepared]" = weakref.WeakKeyDictionary()
@@ -343,10 +341,10 @@ def prepare(con, tariffs: Tariffs) -> Prepared:
             prepared.deck_versions.setdefault((deck_id, ct), []).append(vid)
     prepared.arr.update(_arrays(prepared))
     prepared.arr.update(_version_constants(prepared.arr))
+    prepared.arr.update(_vb_arrays(prepared.arr, _np(grp["vid"])))
     _identification(prepared)
     prepared.seg_heads = _sql_table(con, """
-        SELECT left(to_json(struct_pack(band := band, rate_id := rate_id, group_start := s_g)), -1)
-               || ',"increments":' AS head
+        SELECT left(to_json(struct_pack(band := band, rate_id := rate_id)), -1) || ',"group_start":' AS head
         FROM _p_grp ORDER BY vbid, g""", _p_grp=grp)["head"].combine_chunks()
     _PREPARED[tariffs] = prepared
     return prepared
@@ -411,8 +409,9 @@ def _np(column) -> np.ndarray:
 # intervals nest or are disjoint, so the digit space cuts into elementary intervals, each with
 # the fixed list of destination versions whose prefix covers it, in order of preference (plan
 # deck before its fallbacks, then the longest prefix, then the newest version). A batch finds
-# each CDR's elementary interval with one vectorized binary search, then takes the first
-# version of the list in force at the call start (a few vectorized passes). This replaces the
+# each CDR's elementary interval (a direct table of the first digits, then a table per further
+# digit for the numbers whose first digits do not settle it), then takes the first version of
+# the list in force at the call start (a few vectorized passes). This replaces the
 # candidate-prefix equi-join of DESIGN.md §2 (same result; measured in benchmarks/rating.py:
 # the join and its per-CDR aggregation cost more than all the rest of the kernel).
 
@@ -425,10 +424,11 @@ def _encode_prefix(prefix: str) -> int:
 
 def _encode_callees(callee: pa.ChunkedArray | pa.Array, digits: int) -> np.ndarray:
     """E of each callee's first ``digits`` E.164 digits (the digits after '+', up to the first
-    non-digit); 0 (= no digit: only the prefix '' matches) for a callee without '+' or null.
-    When no prefix has more than ``digits`` digits, every interval bound is a multiple of
-    11**(18 - digits), so the digits after them cannot change the interval a number falls in.
-    Read straight from the Arrow string buffers, one digit position at a time."""
+    non-digit) *without* its 11**(18 - digits) scale; 0 (= no digit: only the prefix '' matches)
+    for a callee without '+' or null. When no prefix has more than ``digits`` digits, every
+    interval bound is a multiple of 11**(18 - digits), so the digits after them cannot change
+    the interval a number falls in. Read straight from the Arrow string buffers: one gather of
+    each callee's first ``digits + 1`` bytes, then one pass per digit position over bytes."""
     if isinstance(callee, pa.ChunkedArray):
         callee = callee.combine_chunks()
     n = len(callee)
@@ -436,19 +436,19 @@ def _encode_callees(callee: pa.ChunkedArray | pa.Array, digits: int) -> np.ndarr
     data = callee.buffers()[2]
     data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
     data = np.concatenate([data, np.zeros(digits + 1, np.uint8)])     # room to read past the last string
-    position = offsets[:-1].astype(np.int64)
-    length = offsets[1:] - offsets[:-1]
+    start = offsets[:-1]
+    length = offsets[1:] - start
     if callee.null_count:
         length = np.where(callee.is_valid().to_numpy(zero_copy_only=False), length, 0)
-    run = (length > 0) & (data[position] == ord("+"))
-    encoded = np.zeros(n, np.int64)
+    chars = np.lib.stride_tricks.sliding_window_view(data, digits + 1)[start].T.copy()   # (position, callee)
+    run = (chars[0] == ord("+")) & (length > 0)
+    encoded = np.zeros(n, np.int32 if 11 ** digits < 2 ** 31 else np.int64)
     for j in range(1, digits + 1):
-        position += 1
-        digit = data[position] - np.uint8(ord("0"))              # wraps above 9 for non-digits
+        digit = chars[j] - np.uint8(ord("0"))              # wraps above 9 for non-digits
         run &= (digit < 10) & (length > j)
         encoded *= 11
         encoded += (digit + np.uint8(1)) * run
-    return encoded * 11 ** (MAX_PREFIX_DIGITS - digits)
+    return encoded.astype(np.int64, copy=False)
 
 
 @dataclass
@@ -460,6 +460,8 @@ class _PrefixIndex:
     off: np.ndarray
     count: np.ndarray
     flat: np.ndarray
+    direct: np.ndarray      # code b of the first D digits -> the interval of all their numbers, or -2 - k
+    levels: list            # per next digit: 11 * k + its code -> the interval, or -2 - k' at the level after
 
 
 def _prefix_index(prep: Prepared, root: int, ct: int) -> _PrefixIndex:
@@ -489,34 +491,82 @@ def _prefix_index(prep: Prepared, root: int, ct: int) -> _PrefixIndex:
         offs.append(len(flat))
         counts.append(len(versions))
         flat.extend(v[3] for v in versions)
-    index = _PrefixIndex(np.array(lows, np.int64), np.array(offs, np.int64), np.array(counts, np.int64),
-                         np.array(flat, np.int64))
+    lows = np.array(lows, np.int64)
+
+    def settled(bucket_lo: np.ndarray, size: int) -> np.ndarray:     # the interval holding [lo, lo + size), or -1
+        first, last = (np.searchsorted(lows, bucket_lo + end, side="right") - 1 for end in (0, size - 1))
+        return np.where(first == last, first, -1)
+
+    # the numbers whose first D digits have the code b lie in [b, b + 1) * 11**(18 - D); when an
+    # interval bound falls inside, the next digit cuts the bucket into 11, and so on (no bound
+    # falls inside a bucket of max_plen digits)
+    step = 11 ** (MAX_PREFIX_DIGITS - _direct_digits(prep, len(lows)))
+    direct = settled(np.arange(_SPACE // step, dtype=np.int64) * step, step)
+    split = np.flatnonzero(direct < 0)
+    direct[split] = -2 - np.arange(len(split))
+    levels, bucket_lo = [], split * step
+    while len(bucket_lo):
+        step //= 11
+        bucket_lo = (bucket_lo[:, None] + np.arange(11)[None, :] * step).ravel()
+        level = settled(bucket_lo, step)
+        split = np.flatnonzero(level < 0)
+        level[split] = -2 - np.arange(len(split))
+        levels.append(level.astype(np.int32))
+        bucket_lo = bucket_lo[split]
+    index = _PrefixIndex(lows, np.array(offs, np.int64), np.array(counts, np.int64), np.array(flat, np.int64),
+                         direct.astype(np.int32), levels)
     prep.indexes[(root, ct)] = index
     return index
 
 
+def _direct_digits(prep: Prepared, intervals: int) -> int:
+    """How many leading digits D the direct table of a :class:`_PrefixIndex` of ``intervals``
+    elementary intervals covers: at most the longest prefix, and 11**D entries at most 16 per
+    interval (at least 11**4, at most 11**6: 7 MB)."""
+    d = 4
+    while d < 6 and 11 ** (d + 1) <= 16 * intervals:
+        d += 1
+    return min(prep.arr["max_plen"], d)
+
+
 def _match_versions(prep: Prepared, roots: np.ndarray, ct: np.ndarray, encoded: np.ndarray,
                     start_us: np.ndarray) -> np.ndarray:
-    """The preferred destination version (vid) of each leg in force at its start, or -1.
+    """The preferred destination version (vid) of each leg in force at its start, or -1;
+    ``encoded``: :func:`_encode_callees` of the legs' callees.
 
-    The first version of an interval's list wins at once when it is in force over the whole
-    time span of the batch (most are: only prefixes with several versions need a look at the
-    call start); the other legs try the list in order, one vectorized pass per position."""
+    The leg's elementary interval comes from the direct table of its first digits, then one
+    digit at a time while they do not settle it. The first version of an interval's list wins at once
+    when it is in force over the whole time span of the batch (most are: only prefixes with
+    several versions need a look at the call start); the other legs try the list in order, one
+    vectorized pass per position."""
     a = prep.arr
     vid = np.full(len(roots), -1, np.int64)
+    if len(roots) == 0:
+        return vid
+    digits = a["max_plen"]
     keys = roots * 4 + ct
     distinct = _distinct(keys)
     for key in distinct:
-        legs = np.flatnonzero(keys == key) if len(distinct) > 1 else np.arange(len(keys))
+        legs = np.flatnonzero(keys == key) if len(distinct) > 1 else None
         index = _prefix_index(prep, int(key // 4), int(key % 4))
         if len(index.flat) == 0:
             continue
-        at = np.searchsorted(index.lo, encoded[legs], side="right") - 1
-        start = start_us[legs]
+        code = encoded if legs is None else encoded[legs]
+        start = start_us if legs is None else start_us[legs]
+        shift = 11 ** (digits - _direct_digits(prep, len(index.lo)))
+        at = index.direct[code // shift if shift > 1 else code].astype(np.int64)
+        deep = np.flatnonzero(at < 0)
+        for level in index.levels:      # the next digit, while a bucket holds an interval bound
+            if len(deep) == 0:
+                break
+            shift //= 11
+            at[deep] = level[(-2 - at[deep]) * 11 + code[deep] // shift % 11]
+            deep = deep[at[deep] < 0]
         first = np.where(index.count > 0, index.flat[np.minimum(index.off, len(index.flat) - 1)], -1)
         sure = (index.count == 0) | ((a["v_vf"][first] <= start.min()) & (start.max() < a["v_vt"][first]))
-        found = np.where(sure[at], first[at], -1)
-        unsure = np.flatnonzero(~sure[at])
+        found = np.where(sure, first, -2)[at]
+        unsure = np.flatnonzero(found == -2)
+        found[unsure] = -1
         off, count, start = index.off[at[unsure]], index.count[at[unsure]], start[unsure]
         for k in range(int(count.max()) if len(count) else 0):
             open_ = np.flatnonzero((found[unsure] < 0) & (k < count))
@@ -525,7 +575,10 @@ def _match_versions(prep: Prepared, roots: np.ndarray, ct: np.ndarray, encoded: 
             candidate = index.flat[off[open_] + k]
             ok = (a["v_vf"][candidate] <= start[open_]) & (start[open_] < a["v_vt"][candidate])
             found[unsure[open_[ok]]] = candidate[ok]
-        vid[legs] = found
+        if legs is None:
+            vid = found
+        else:
+            vid[legs] = found
     return vid
 
 
@@ -557,23 +610,52 @@ def _lookup(rows) -> _Lookup:
                    *(np.array([r[i] for r in rows], np.int64) for i in (1, 2, 3)))
 
 
-def _look_up(lookup: _Lookup, keys: pa.Array, start_us: np.ndarray, where: np.ndarray | None) -> np.ndarray:
-    """Per row: the payload of the lookup row whose key equals ``keys`` (where ``where``) and
-    that is valid at ``start_us``, else -1. A hash lookup (Arrow ``index_in``) per batch, then
-    one vectorized validity check per row of the longest history."""
-    found = np.full(len(keys), -1, np.int64)
-    if len(lookup.values) == 0:
+def _look_up(lookup: _Lookup, keys: pa.Array | pa.ChunkedArray, length: int | None,
+             start_us: np.ndarray) -> np.ndarray:
+    """Per row: the payload of the lookup row whose key equals ``keys`` (their first ``length``
+    characters when given) and that is valid at ``start_us``, else -1. A hash lookup (Arrow
+    ``index_in``), or for a few prefix keys one ``starts_with`` each (no sliced copy of the
+    strings); keys with one row valid over the whole span of ``start_us`` (most) give their
+    payload at once, the others are checked with one vectorized pass per row of the longest
+    history."""
+    if len(lookup.values) == 0 or len(keys) == 0:
+        return np.full(len(keys), -1, np.int64)
+    if length is not None and len(lookup.values) <= 8:     # keys of one length: at most one is a prefix
+        u = np.full(len(keys), -1, np.int64)
+        for i, value in enumerate(lookup.values.to_pylist()):
+            u[_np(pc.starts_with(keys, value)).astype(bool)] = i
+    else:
+        if length is not None:
+            keys = pc.utf8_slice_codeunits(keys, 0, length)
+        u = _np(pc.index_in(keys, value_set=lookup.values))
+    head = lookup.first
+    sure = (lookup.count == 1) & (lookup.vf[head] <= start_us.min()) & (start_us.max() < lookup.vt[head])
+    found = np.append(np.where(sure, lookup.payload[head], -2), -1)[u]      # u = -1 (no key) -> -1
+    hit = np.flatnonzero(found == -2)
+    if len(hit) == 0:
         return found
-    u = _np(pc.index_in(keys, value_set=lookup.values))
-    if where is not None:
-        u = np.where(where, u, -1)
-    hit = np.flatnonzero(u >= 0)
+    found[hit] = -1
     row, count, start = lookup.first[u[hit]], lookup.count[u[hit]], start_us[hit]
-    for k in range(int(count.max()) if len(count) else 0):
+    for k in range(int(count.max())):
         r = np.minimum(row + k, len(lookup.vf) - 1)
         ok = (k < count) & (lookup.vf[r] <= start) & (start < lookup.vt[r])
         found[hit[ok]] = lookup.payload[r[ok]]
     return found
+
+
+def _fill_from(found: np.ndarray, todo: np.ndarray, lookup: _Lookup, column: pa.ChunkedArray, length: int | None,
+               start_us: np.ndarray) -> None:
+    """``found[todo]`` = :func:`_look_up` of ``column`` at those rows. A small ``todo`` gathers
+    its rows' keys first; a large one looks up the whole column (no string copy)."""
+    if len(lookup.values) == 0:
+        return
+    rows = np.flatnonzero(todo)
+    if len(rows) == 0:
+        return
+    if 4 * len(rows) < len(todo):
+        found[rows] = _look_up(lookup, column.take(pa.array(rows)), length, start_us[rows])
+    else:
+        np.copyto(found, _look_up(lookup, column, length, start_us), where=todo)
 
 
 def _identification(prep: Prepared) -> None:
@@ -600,19 +682,23 @@ def _identify(prep: Prepared, cdrs: pa.Table, start_us: np.ndarray, billable: np
               ) -> tuple[np.ndarray, np.ndarray]:
     """Stage 1, per CDR: the pick of the identifier that says who pays (-1: none) and, for
     billable CDRs, the buy deck of the longest carrier trunk prefix of ``dst_channel`` (-1).
-    Hash lookups in Arrow (a DuckDB join per kind cost twice as much)."""
-    ident = np.full(cdrs.num_rows, -1, np.int64)
-    direction = cdrs["direction"]
+    Hash lookups in Arrow (a DuckDB join per kind cost twice as much), each over the rows
+    that earlier kinds left unidentified."""
+    n = cdrs.num_rows
+    ident = np.full(n, -1, np.int64)
+    directions: dict[str, np.ndarray] = {}
     for column, wanted, length, lookup in prep.who:
         if len(lookup.values) == 0:
             continue
-        keys = cdrs[column] if length is None else pc.utf8_slice_codeunits(cdrs[column], 0, length)
-        where = _np(pc.equal(direction, wanted)).astype(bool) if wanted else None
-        ident = np.where(ident >= 0, ident, _look_up(lookup, keys, start_us, where))
-    buy_deck = np.full(cdrs.num_rows, -1, np.int64)
+        todo = ident < 0
+        if wanted:
+            if wanted not in directions:
+                directions[wanted] = _np(pc.equal(cdrs["direction"], wanted)).astype(bool)
+            todo &= directions[wanted]
+        _fill_from(ident, todo, lookup, cdrs[column], length, start_us)
+    buy_deck = np.full(n, -1, np.int64)
     for length, lookup in prep.carriers:
-        keys = pc.utf8_slice_codeunits(cdrs["dst_channel"], 0, length)
-        buy_deck = np.where(buy_deck >= 0, buy_deck, _look_up(lookup, keys, start_us, billable))
+        _fill_from(buy_deck, billable & (buy_deck < 0), lookup, cdrs["dst_channel"], length, start_us)
     return ident, buy_deck
 
 
@@ -620,148 +706,16 @@ def _identify(prep: Prepared, cdrs: pa.Table, start_us: np.ndarray, billable: np
 # Stage 2: price the legs (sell side 0, buy side 1) of every priced CDR
 # ---------------------------------------------------------------------------------------------
 
-# Per leg, Python computes the rounding constants (see :func:`_legs`): a non-negative ``x / den``
-# rounded to an integer is ``(x + off) // den`` with off = 0 (down), den - 1 (up) or den // 2
-# (half up: exact for odd and even den). ``den_t``/``off_t`` round the total to the deck's
-# decimals (x in micro × unit_size, or in micro when increments are rounded: ``iround``);
-# ``den_i``/``off_i`` round the cost of one increment (x in micro × unit_size) to micro
-# multiples of ``istep``. ``{num}`` is BIGINT when the batch's largest amounts fit, else HUGEINT.
-def _inc_cost(price: str, size: str) -> str:
-    """SQL (micro): the rounded cost of one increment of ``size`` units at ``price``."""
-    return f"((CAST({price} AS {{num}}) * {size} + off_i) // den_i * istep)"
+# Per leg, the rounding constants come from its version (:func:`_version_constants`): a
+# non-negative ``x / den`` rounded to an integer is ``(x + off) // den`` with off = 0 (down),
+# den - 1 (up) or den // 2 (half up: exact for odd and even den). ``den_t``/``off_t`` round the
+# total to the deck's decimals (x in micro × unit_size, or in micro when increments are rounded:
+# ``iround``); ``den_i``/``off_i`` round the cost of one increment (x in micro × unit_size) to
+# micro multiples of ``istep``. Amounts are int64 when the batch's largest ones fit
+# (:func:`_int64_exact`), else Python integers.
 
-
-_UNITS_SQL = "least(greatest(q, s_g), coalesce(s_next, greatest(q, s_g))) - s_g AS uu"   # clamp(q, s_g, s_next) - s_g
-_BILLED_SQL = """CASE WHEN uu = 0 THEN 0 WHEN g > 0 THEN (uu + inc - 1) // inc * inc
-                      WHEN uu <= fst THEN fst ELSE fst + (uu - fst + inc - 1) // inc * inc END AS b"""
-_FIRST_SQL = "CASE WHEN g = 0 AND b > 0 AND fst > 0 THEN 1 ELSE 0 END AS nf"   # the first increment: 0 or 1
-
-
-def _billed(source: str) -> str:
-    """SQL: ``source`` rows (one per group) with billed units ``b``, first-increment count ``nf``
-    and next-increment count ``nn``."""
-    return (f"SELECT *, (b - nf * fst) // inc AS nn FROM (SELECT *, {_FIRST_SQL} FROM "
-            f"(SELECT *, {_BILLED_SQL} FROM (SELECT *, {_UNITS_SQL} FROM {source})))")
-
-
-def _pico(exact: str, usize: str) -> str:
-    """SQL: ``exact`` (micro × usize) in pico units, half up, without overflowing BIGINT."""
-    return (f"CAST(({exact}) // {usize} * 1000000 + (2 * (({exact}) % {usize}) * 1000000 + {usize}) // (2 * {usize})"
-            f" AS BIGINT)")
-
-
-def _priced(source: str, num: str, icost: str) -> str:
-    """SQL: ``source`` (one row per leg, with its first row's fee, min and max) with ``price``
-    (rounded, min charge and max cost applied), ``upico`` and flag bits ``fbits``; ``num`` is
-    the exact sum of price × units, ``icost`` the sum of rounded increment costs."""
-    capped, exceeded = _FLAG_BITS[RatingFlag.MAX_COST_CAPPED], _FLAG_BITS[RatingFlag.MAX_COST_EXCEEDED]
-    return f"""
-    SELECT *, CASE WHEN max_cost >= 0 AND price_m > max_cost AND action = 1 THEN max_cost ELSE price_m END AS price,
-           fbits_m | CASE WHEN max_cost >= 0 AND price_m > max_cost THEN
-                          CASE action WHEN 1 THEN {capped} WHEN 2 THEN {exceeded} ELSE 0 END
-                     ELSE 0 END AS fbits
-    FROM (SELECT *, CASE WHEN price_r > 0 AND price_r < min_charge THEN min_charge ELSE price_r END AS price_m,
-                 CASE WHEN price_r > 0 AND price_r < min_charge THEN {_FLAG_BITS[RatingFlag.MIN_CHARGE]} ELSE 0 END AS fbits_m
-          FROM (SELECT *, CAST(((CASE WHEN iround THEN fee + {icost} ELSE exact END) + off_t) // den_t * rstep AS BIGINT) AS price_r,
-                       {_pico("exact", "usize")} AS upico
-                FROM (SELECT *, CAST(fee AS {{num}}) * usize + {num} AS exact FROM {source})))"""
-
-
-def _segments_json(band: str, rate_id: str, gs: str, n: str, units: str, pico: str, order: str) -> str:
-    """SQL aggregate: the ``segments`` trace, a JSON array of the group's segments by ``order``
-    (an unordered list sorted afterwards: much cheaper than an ordered aggregate)."""
-    fields = ("band", "rate_id", "group_start", "increments", "units", "amount_pico")
-    packed = ", ".join(f"{f} := {v}" for f, v in zip(fields, (band, rate_id, gs, n, units, pico)))
-    unpacked = ", ".join(f"{f} := seg_.{f}" for f in fields)
-    return (f"to_json(list_transform(list_sort(list(struct_pack(seq := {order}, {packed}))), "
-            f"lambda seg_: struct_pack({unpacked})))")
-
-
-_OK, _NO_BAND, _SLOW = 0, 1, 2
+_OK, _NO_BAND = 0, 1
 _SPLIT = _FLAG_BITS[RatingFlag.BAND_SPLIT]
-
-_SLOW_GROUPS = f"(SELECT sl.*, g.g, g.s_g, g.s_next, g.fst, g.inc FROM sl JOIN {_V['grp']} g ON g.vbid = sl.vb0)"
-_SLOW_TOTALS_SOURCE = f"""(SELECT sl.*, g.ridx AS ridx0, g.fee, coalesce(g.min_charge, 0) AS min_charge,
-                                  coalesce(g.max_cost, -1) AS max_cost, g.action,
-                                  l.units, l.num, l.icost, l.nseg, l.seg, b.bands
-                           FROM sl JOIN {_V["grp"]} g ON g.vbid = sl.vb0 AND g.g = 0
-                           JOIN leg_sum l USING (lid) JOIN leg_bands b USING (lid) ANTI JOIN missing m USING (lid))"""
-
-# Legs crossing a band boundary: each run of equal increments is cut at the exact interval
-# bounds; each piece is priced by its band's row for the group; consecutive pieces of one row merge.
-_SLOW_SQL = f"""
-WITH
-sl AS (
-    SELECT l.*, e.vbid AS vb0 FROM (
-        SELECT l.*, i.bid AS bid0 FROM {_V["slow"]} l
-        ASOF JOIN {_V["intervals"]} i ON i.ck = l.ck AND l.t0_us >= i.start_us) l
-    JOIN {_V["effband"]} e ON e.vid = l.vid AND e.bid = l.bid0
-),
-gr AS ({_billed(_SLOW_GROUPS)}),
-runs AS (   -- (offset o, increment size, count) of the first increment and of each group's next increments
-    SELECT lid, vid, ck, t0_us, tscale, usize, iround, off_i, den_i, istep, g, s_g, 0 AS o, fst AS size, 1 AS cnt
-    FROM gr WHERE nf = 1
-    UNION ALL
-    SELECT lid, vid, ck, t0_us, tscale, usize, iround, off_i, den_i, istep, g, s_g, s_g + nf * fst, inc, nn
-    FROM gr WHERE nn > 0
-),
-pieces AS (   -- increments k_lo .. k_hi - 1 of a run start inside interval i
-    SELECT r.*, i.bid,
-           CASE WHEN i.start_us <= r.t0_us + r.o * r.tscale THEN 0
-                ELSE (i.start_us - r.t0_us - r.o * r.tscale + r.size * r.tscale - 1) // (r.size * r.tscale) END AS k_lo,
-           least(r.cnt, (i.end_us - r.t0_us - r.o * r.tscale + r.size * r.tscale - 1) // (r.size * r.tscale)) AS k_hi
-    FROM runs r JOIN {_V["intervals"]} i
-      ON i.ck = r.ck AND i.end_us > r.t0_us + r.o * r.tscale
-     AND i.start_us <= r.t0_us + (r.o + (r.cnt - 1) * r.size) * r.tscale
-),
-priced AS (
-    SELECT p.*, p.k_hi - p.k_lo AS n, p.o + p.k_lo * p.size AS po, g2.ridx, g2.price AS p2, g2.band, g2.rate_id
-    FROM pieces p LEFT JOIN {_V["effband"]} e ON e.vid = p.vid AND e.bid = p.bid
-    LEFT JOIN {_V["grp"]} g2 ON g2.vbid = e.vbid AND g2.s_g <= p.s_g AND (g2.s_next IS NULL OR p.s_g < g2.s_next)
-    WHERE p.k_hi > p.k_lo
-),
-missing AS (SELECT lid, min(bid) AS missing_bid FROM priced WHERE ridx IS NULL GROUP BY lid),
-seq AS (
-    SELECT *, sum(CASE WHEN ridx IS DISTINCT FROM prev THEN 1 ELSE 0 END) OVER w2 AS seg_no
-    FROM (SELECT *, lag(ridx) OVER w AS prev FROM priced WHERE ridx IS NOT NULL
-          WINDOW w AS (PARTITION BY lid ORDER BY po, g))
-    WINDOW w2 AS (PARTITION BY lid ORDER BY po, g ROWS UNBOUNDED PRECEDING)
-),
-segs AS (
-    SELECT lid, seg_no, any_value(band) AS band, any_value(rate_id) AS rate_id, min(s_g) AS gs, any_value(usize) AS usize,
-           sum(n) AS n, sum(n * size) AS units, sum(CAST(p2 AS {{num}}) * n * size) AS num,
-           sum(CASE WHEN iround THEN n * {_inc_cost('p2', 'size')} ELSE 0 END) AS icost
-    FROM seq GROUP BY lid, seg_no
-),
-band_order AS (SELECT lid, band, min(seg_no) AS first_seg FROM segs GROUP BY lid, band),
-leg_sum AS (
-    SELECT s.lid, sum(s.units) AS units, sum(s.num) AS num, sum(s.icost) AS icost, count(*) AS nseg,
-           {_segments_json("s.band", "s.rate_id", "s.gs", "s.n", "s.units", _pico("s.num", "s.usize"), "s.seg_no")} AS seg
-    FROM segs s GROUP BY s.lid
-),
-leg_bands AS (SELECT lid, string_agg(band, '+' ORDER BY first_seg) AS bands FROM band_order GROUP BY lid),
-totals AS ({_priced(_SLOW_TOTALS_SOURCE, "num", "icost")})
-SELECT lid, {_OK} AS state, ridx0, units, price, upico, fbits | CASE WHEN nseg > 1 THEN {_SPLIT} ELSE 0 END AS fbits,
-       bands, CASE WHEN nseg > 1 THEN seg END AS segments, CAST(NULL AS BIGINT) AS missing_bid
-FROM totals
-UNION ALL
-SELECT lid, {_NO_BAND}, NULL, NULL, NULL, NULL, 0, NULL, NULL, missing_bid FROM missing
-"""
-
-
-# ---------------------------------------------------------------------------------------------
-# Driver
-# ---------------------------------------------------------------------------------------------
-
-def _run(con, sql: str, views: dict[str, pa.Table], num: str = "BIGINT") -> pa.Table:
-    """Run one of the kernel's queries with ``views`` registered; ``num``: the amounts' SQL type."""
-    for name, table in views.items():
-        con.register(_V[name], table)
-    try:
-        return con.sql(sql.replace("{num}", num)).to_arrow_table()
-    finally:
-        for name in views:
-            con.unregister(_V[name])
 
 
 def _offset(method: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -786,75 +740,102 @@ def _version_constants(a: dict) -> dict:
             "v_den_i": den_i, "v_off_i": _offset(np.where(iround, imeth, 0), den_i)}
 
 
+# per (version, band) "vb", the columns of its first row and of its version that pricing needs
+_VB_ROW_COLS = {"ridx0": "g_ridx", "band0": "g_bid", "p": "g_price", "fst": "g_fst", "inc": "g_inc", "fee": "g_fee",
+                "min_charge": "g_min", "max_cost": "g_max", "action": "g_action"}
+_VB_OPTIONAL = {"min_charge": 0, "max_cost": -1, "action": 0, "iround": False, "istep": 1, "den_i": 1, "off_i": 0}
+
+
+def _vb_arrays(a: dict, g_vid: np.ndarray) -> dict:
+    """Per vb, the columns of :data:`_VB_ROW_COLS` (its first row), its group count and its
+    version's constants, each with one more entry at the end (index -1, "no rows": harmless
+    values, the leg's results are not used); ``eff_flat[vid * n_bands + bid]``: the vb of a
+    version in a band (``eff``), with the version's all-time vb in band 0 when the version has
+    no band calendar; ``any_*``: whether any row has a minimum charge, a maximum cost, whether
+    any deck rounds its increments (otherwise pricing skips those steps)."""
+    first = a["vb_first"]
+    row = np.append(first, first[0] if len(first) else 0) if len(a["g_price"]) else np.zeros(1, np.int64)
+    out = {"vb_" + name: (a[column][row] if len(a[column]) else np.zeros(1, np.int64))
+           for name, column in _VB_ROW_COLS.items()}
+    out["vb_ngroups"] = np.append(a["vb_ngroups"], 0)
+    vid = g_vid[row] if len(g_vid) else np.zeros(1, np.int64)
+    for name in _VERSION_CONSTANTS:
+        values = a["v_" + name]
+        out["vb_" + name] = values[vid] if len(values) else np.ones(1, values.dtype)
+    eff = a["eff"].copy()
+    if eff.shape[1]:
+        eff[~a["v_cal"], 0] = a["v_default_vb"][~a["v_cal"]]
+    out["eff_flat"] = eff.ravel()
+    out["any_min"] = bool((a["g_min"] > 0).any())
+    out["any_max"] = bool((a["g_max"] >= 0).any())
+    out["any_iround"] = bool(a["v_iround"].any())
+    return out
+
+
 @dataclass
 class _Legs:
     """The priced legs of a batch (sell legs, then buy legs), as numpy columns; row = lid."""
 
     cols: dict                  # name -> np.ndarray
-    intervals: pa.Table         # exact band intervals (ck, start_us, end_us, bid)
-
-    def table(self, mask: np.ndarray | None, names: tuple[str, ...]) -> pa.Table:
-        """Columns ``names`` of the legs selected by ``mask`` (None: all legs, without a copy)."""
-        if mask is None:
-            return pa.table({name: self.cols[name] for name in names})
-        return pa.table({name: self.cols[name][mask] for name in names})
+    intervals: dict             # exact band intervals sorted by (ck, start): ck, start, stop, bid, and
+                                # first[k] .. first[k + 1] - 1: the rows of calendar key k
 
 
-def _build_legs(prep: Prepared, tariffs: Tariffs, rid: np.ndarray, side: np.ndarray, vid: np.ndarray,
-                q: np.ndarray, t0: np.ndarray, tzk: np.ndarray) -> _Legs:
-    """Everything pricing needs per leg, gathered from the prepared arrays; the band at the answer
-    instant from a per-minute table of the band calendar."""
+def _build_legs(prep: Prepared, tariffs: Tariffs, vid: np.ndarray, q: np.ndarray, t0: np.ndarray,
+                tzk: np.ndarray) -> _Legs:
+    """Everything pricing needs per leg: the band at the answer instant from a per-minute table of
+    the band calendar, then the (version, band) ``vb0`` it gives and that vb's columns (those
+    no tariff row uses are constants, not arrays)."""
     a = prep.arr
-    cols = {"lid": np.arange(len(rid), dtype=np.int64), "rid": rid, "side": side, "vid": vid, "q": q, "t0_us": t0,
-            **{name: a["v_" + name][vid] for name in _VERSION_CONSTANTS}}
-    # calendar key: one per (deck, zone) pair whose version has band rows
-    cal = a["v_cal"][vid]
-    n_zones = len(prep.zones)
-    pair = np.where(cal, a["v_deck"][vid] * n_zones + tzk, -1)
-    pairs = _distinct(pair[cal])
-    ck = np.where(cal, np.searchsorted(pairs, pair), -1)
-    bid0 = np.zeros(len(rid), np.int64)
-    iv_end = np.full(len(rid), _NO_END_US, np.int64)
-    intervals = pa.table({"ck": pa.array([], pa.int64()), "start_us": pa.array([], pa.int64()),
-                          "end_us": pa.array([], pa.int64()), "bid": pa.array([], pa.int64())})
-    if len(pairs):
+    n = len(vid)
+    ck = np.full(n, -1, np.int64)
+    bid0 = np.zeros(n, np.int64)
+    iv_end = np.full(n, _NO_END_US, np.int64)
+    intervals = {"ck": np.zeros(0, np.int64), "start": np.zeros(0, np.int64), "stop": np.zeros(0, np.int64),
+                 "bid": np.zeros(0, np.int64), "first": np.zeros(1, np.int64)}
+    cal = np.flatnonzero(a["v_cal"][vid])
+    if len(cal):
+        # calendar key: one per (deck, zone) pair whose version has band rows
+        n_zones = len(prep.zones)
+        pair = a["v_deck"][vid[cal]] * n_zones + tzk[cal]
+        pairs = _distinct(pair)
+        ck[cal] = np.searchsorted(pairs, pair) if len(pairs) > 1 else 0
         day_us, minute_us = 86_400_000_000, 60_000_000
         t0c = t0[cal]
-        days = _distinct(t0c // day_us)
-        longest = int(((q[cal] + a["slack"]) * cols["tscale"][cal]).max())
+        minute = t0c // minute_us
+        day = minute // 1440
+        days = _distinct(day)
+        longest = int(((q[cal] + a["slack"]) * a["v_tscale"][vid[cal]]).max())
         ranges = [(int(d) * day_us, int(d + 1) * day_us + longest + 1) for d in days]
         key_pairs = {i: (int(p // n_zones), prep.zones[int(p % n_zones)]) for i, p in enumerate(pairs)}
         found = band_intervals(tariffs.bands.cast(BAND_SCHEMA), prep.calendars, key_pairs, ranges)
         bid_of = {name: i for i, name in enumerate(prep.band_names)}
         iv_ck, iv_start, iv_stop = _np(found["key"]), _np(found["start_us"]), _np(found["end_us"])
         iv_bid = np.array([bid_of[name] for name in found["band"].to_pylist()], np.int64)
-        intervals = pa.table({"ck": iv_ck, "start_us": iv_start, "end_us": iv_stop, "bid": iv_bid})
+        intervals = {"ck": iv_ck, "start": iv_start, "stop": iv_stop, "bid": iv_bid,
+                     "first": np.searchsorted(iv_ck, np.arange(len(pairs) + 1))}
         # per (ck, day, minute of day): the interval containing the minute's start
         minute_starts = (days[:, None] * day_us + np.arange(1440)[None, :] * minute_us).ravel()
-        per_key = []
-        for key in range(len(pairs)):
-            rows = np.flatnonzero(iv_ck == key)      # sorted by start within a key
-            at = rows[np.searchsorted(iv_start[rows], minute_starts, side="right") - 1]
-            per_key.append(at)
-        minute_interval = np.stack(per_key)          # (ck, day × 1440)
-        slot = np.searchsorted(days, t0c // day_us) * 1440 + (t0c % day_us) // minute_us
-        at = minute_interval[ck[cal], slot]
+        minute_interval = np.concatenate([
+            iv_lo + np.searchsorted(iv_start[iv_lo:iv_hi], minute_starts, side="right") - 1
+            for iv_lo, iv_hi in zip(intervals["first"][:-1], intervals["first"][1:])])
+        day_pos = np.zeros(int(days[-1] - days[0]) + 1, np.int64)
+        day_pos[days - days[0]] = np.arange(len(days)) * 1440
+        at = minute_interval[ck[cal] * (len(days) * 1440) + day_pos[day - days[0]] + (minute - day * 1440)]
         bid0[cal] = iv_bid[at]
         # a boundary inside the answer minute (zones with odd offsets) sends the leg to the exact path
-        iv_end[cal] = np.where(t0c < iv_stop[at], iv_stop[at], t0c)
-    vb0 = np.where(cal, a["eff"][vid, bid0], a["v_default_vb"][vid])
-    first = np.where(vb0 >= 0, a["vb_first"][np.maximum(vb0, 0)], -1)
-    ngroups = np.where(vb0 >= 0, a["vb_ngroups"][np.maximum(vb0, 0)], 0)
-    fi = np.maximum(first, 0)
-    cols.update({"ck": ck, "bid0": bid0, "iv_end": iv_end, "vb0": vb0, "ngroups": ngroups, "ridx0": a["g_ridx"][fi],
-                 "band0": a["g_bid"][fi], "p": a["g_price"][fi], "fst": a["g_fst"][fi], "inc": a["g_inc"][fi],
-                 "fee": a["g_fee"][fi], "min_charge": a["g_min"][fi], "max_cost": a["g_max"][fi],
-                 "action": a["g_action"][fi]})
+        stop = iv_stop[at]
+        iv_end[cal] = np.where(t0c < stop, stop, t0c)
+    vb0 = a["eff_flat"][vid * len(prep.band_names) + bid0]
+    cols = {"vid": vid, "q": q, "t0_us": t0, "ck": ck, "bid0": bid0, "iv_end": iv_end, "vb0": vb0}
+    optional = {"min_charge": a["any_min"], "max_cost": a["any_max"], "action": a["any_max"],
+                **dict.fromkeys(("iround", "istep", "den_i", "off_i"), a["any_iround"])}
+    for name in (*_VB_ROW_COLS, "ngroups", *_VERSION_CONSTANTS):
+        if optional.get(name, True):
+            cols[name] = a["vb_" + name][vb0]
+        else:
+            cols[name] = np.broadcast_to(np.array(_VB_OPTIONAL[name], a["vb_" + name].dtype), (n,))
     return _Legs(cols, intervals)
-
-
-_SLOW_COLS = ("lid", "vid", "ck", "q", "t0_us", "tscale", "usize", "rstep", "den_t", "off_t", "iround", "istep",
-              "den_i", "off_i")
 
 
 def _amount_bound(prep: Prepared, q: np.ndarray) -> int:
@@ -864,11 +845,6 @@ def _amount_bound(prep: Prepared, q: np.ndarray) -> int:
     return a["max_price"] * most * 4 + a["max_fee"] * a["max_usize"] + a["max_price"] * a["max_usize"]
 
 
-def _num_type(prep: Prepared, q: np.ndarray) -> str:
-    """BIGINT when no amount of the batch can reach 2**62 (micro × unit_size), else HUGEINT."""
-    return "BIGINT" if _amount_bound(prep, q) < 2 ** 62 else "HUGEINT"
-
-
 def _int64_exact(prep: Prepared, q: np.ndarray) -> bool:
     """Whether int64 holds every amount of the batch, pico amounts (micro × 10**6) included."""
     a = prep.arr
@@ -876,8 +852,9 @@ def _int64_exact(prep: Prepared, q: np.ndarray) -> bool:
 
 
 def _billed_np(q, s_g, s_next, g, fst, inc):
-    """Per group row (numpy, as the SQL of :func:`_billed`): billed units ``b``, first-increment
-    count ``nf`` (0 or 1) and next-increment count ``nn``."""
+    """Per group row: billed units ``b`` (see "Increments and bands" in the module docstring:
+    ``u = clamp(q, s_g, s_next) - s_g``, at least the first increment in group 0, whole
+    increments), first-increment count ``nf`` (0 or 1) and next-increment count ``nn``."""
     uu = np.minimum(np.maximum(q, s_g), s_next) - s_g
     b = np.where(uu == 0, 0, np.where(g > 0, (uu + inc - 1) // inc * inc,
                                       np.where(uu <= fst, fst, fst + (uu - fst + inc - 1) // inc * inc)))
@@ -886,24 +863,34 @@ def _billed_np(q, s_g, s_next, g, fst, inc):
 
 
 def _pico_np(exact, usize):
-    """``exact`` (micro × usize) in pico units, half up (as :func:`_pico`)."""
+    """``exact`` (micro × usize) in pico units, half up, without overflow: one division when
+    2e6 × ``exact`` fits in int64 (the same number: ``exact = k × usize + r`` gives
+    ``(2e6 × exact + usize) // (2 × usize) = 1e6 × k + (2e6 × r + usize) // (2 × usize)``)."""
+    if exact.dtype == np.int64 and (len(exact) == 0 or max(int(exact.max()), -int(exact.min())) < 2 ** 61 // 1_000_000):
+        return (exact * 2_000_000 + usize) // (2 * usize)
     return exact // usize * 1_000_000 + (2 * (exact % usize) * 1_000_000 + usize) // (2 * usize)
 
 
 def _priced_np(c: dict, num, icost):
-    """Per leg (numpy, as the SQL of :func:`_priced`): price (rounded, minimum charge and maximum
+    """Per leg (see "Amount" in the module docstring): price (rounded, minimum charge and maximum
     cost applied), unrounded pico amount and flag bits, from the leg's first-row columns ``c``,
-    the exact sum ``num`` of price × units and the sum ``icost`` of rounded increment costs."""
+    the exact sum ``num`` of price × units and the sum ``icost`` of rounded increment costs
+    (None when no leg rounds its increments). The minimum and maximum steps are skipped when
+    no leg has one."""
     exact = c["fee"] * c["usize"] + num
-    price = (np.where(c["iround"], c["fee"] + icost, exact) + c["off_t"]) // c["den_t"] * c["rstep"]
-    minimum = (price > 0) & (price < c["min_charge"])
-    price = np.where(minimum, c["min_charge"], price)
-    over = (c["max_cost"] >= 0) & (price > c["max_cost"])
-    action = c["action"]
-    fbits = (np.where(minimum, _FLAG_BITS[RatingFlag.MIN_CHARGE], 0)
-             | np.where(over & (action == 1), _FLAG_BITS[RatingFlag.MAX_COST_CAPPED], 0)
-             | np.where(over & (action == 2), _FLAG_BITS[RatingFlag.MAX_COST_EXCEEDED], 0))
-    price = np.where(over & (action == 1), c["max_cost"], price)
+    price = exact if icost is None else np.where(c["iround"], c["fee"] + icost, exact)
+    price = (price + c["off_t"]) // c["den_t"] * c["rstep"]
+    fbits = np.zeros(len(price), np.int64)
+    if c["min_charge"].any():
+        minimum = (price > 0) & (price < c["min_charge"])
+        price = np.where(minimum, c["min_charge"], price)
+        fbits |= np.where(minimum, _FLAG_BITS[RatingFlag.MIN_CHARGE], 0)
+    if (c["max_cost"] >= 0).any():
+        over = (c["max_cost"] >= 0) & (price > c["max_cost"])
+        action = c["action"]
+        fbits |= (np.where(over & (action == 1), _FLAG_BITS[RatingFlag.MAX_COST_CAPPED], 0)
+                  | np.where(over & (action == 2), _FLAG_BITS[RatingFlag.MAX_COST_EXCEEDED], 0))
+        price = np.where(over & (action == 1), c["max_cost"], price)
     return price, _pico_np(exact, c["usize"]), fbits
 
 
@@ -929,23 +916,30 @@ def _price_start_band(prep: Prepared, legs: dict, exact_ints: bool) -> dict:
     kind = np.int64 if exact_ints else object
     c = {name: legs[name].astype(kind, copy=False) for name in _AMOUNT_COLS}
     c["iround"] = legs["iround"]
-    b, nf, nn = _billed_np(c["q"], 0, _NO_NEXT, 0, c["fst"], c["inc"])
-    num, units, extent = c["p"] * b, b, b.copy()
-    icost = (_increment_costs(c, c["p"], c["fst"], c["inc"], nf, nn) if c["iround"].any()
-             else np.zeros(len(b), kind))
-    nseg = np.ones(len(b), np.int64)
+    q, fst, inc = c["q"], c["fst"], c["inc"]
+    # group 0 without an upper bound (as _billed_np with s_g = 0, s_next = none, g = 0)
+    b = np.where(q > 0, np.where(q <= fst, fst, fst + (q - fst + inc - 1) // inc * inc), 0)
+    num, units, extent = c["p"] * b, b, b
+    icost = None
+    if c["iround"].any():
+        nf = ((b > 0) & (fst > 0)).astype(b.dtype)
+        icost = _increment_costs(c, c["p"], fst, inc, nf, (b - nf * fst) // inc)
+    split = np.zeros(0, np.int64)
     segments = pa.array([], pa.string())
     many = np.flatnonzero(legs["ngroups"] > 1)
     if len(many):
         m = _price_groups(prep, {name: col[many] for name, col in c.items()}, legs["vb0"][many],
                           legs["ngroups"][many])
-        num[many], units[many], extent[many], icost[many], nseg[many] = (m["num"], m["units"], m["extent"],
-                                                                         m["icost"], m["nseg"])
-        segments = m["segments"]
+        units, extent = b.copy(), b.copy()
+        num[many], units[many], extent[many] = m["num"], m["units"], m["extent"]
+        if icost is not None:
+            icost[many] = m["icost"]
+        split, segments = many[m["nseg"] > 1], m["segments"]
     price, upico, fbits = _priced_np(c, num, icost)
-    return {"units": units.astype(np.int64), "price": price.astype(np.int64), "upico": upico.astype(np.int64),
-            "fbits": fbits.astype(np.int64) | np.where(nseg > 1, _SPLIT, 0), "extent": extent.astype(np.int64),
-            "split": np.flatnonzero(nseg > 1), "segments": segments}
+    fbits[split] |= _SPLIT
+    return {"units": units.astype(np.int64, copy=False), "price": price.astype(np.int64, copy=False),
+            "upico": upico.astype(np.int64, copy=False), "fbits": fbits, "extent": extent.astype(np.int64, copy=False),
+            "split": split, "segments": segments}
 
 
 def _price_groups(prep: Prepared, c: dict, vb0: np.ndarray, ngroups: np.ndarray) -> dict:
@@ -956,7 +950,7 @@ def _price_groups(prep: Prepared, c: dict, vb0: np.ndarray, ngroups: np.ndarray)
     starts = np.cumsum(ngroups) - ngroups                     # each leg's first row
     leg = np.repeat(np.arange(len(vb0)), ngroups)             # row -> leg
     row = np.repeat(a["vb_first"][vb0], ngroups) + np.arange(len(leg)) - starts[leg]   # grp row
-    rc = {name: col[leg] for name, col in c.items()}
+    rc = {name: c[name][leg] for name in ("q", "usize", "iround", "off_i", "den_i", "istep")}
     p, fst, inc = (a[name][row].astype(c["q"].dtype, copy=False) for name in ("g_price", "g_fst", "g_inc"))
     s_g = a["g_sg"][row]
     b, nf, nn = _billed_np(rc["q"], s_g, a["g_snext"][row], a["g_g"][row], fst, inc)
@@ -969,67 +963,219 @@ def _price_groups(prep: Prepared, c: dict, vb0: np.ndarray, ngroups: np.ndarray)
     return {"num": np.add.reduceat(amount, starts), "units": np.add.reduceat(b, starts),
             "extent": np.maximum.reduceat(np.where(billed, s_g + b, -1), starts),
             "icost": np.add.reduceat(icost, starts), "nseg": nseg,
-            "segments": _segments_np(prep, row[split], nseg[nseg > 1], (nf + nn)[split].astype(np.int64),
+            "segments": _segments_np(prep, row[split], s_g[split], nseg[nseg > 1], (nf + nn)[split].astype(np.int64),
                                      b[split].astype(np.int64),
                                      _pico_np(amount[split], rc["usize"][split]).astype(np.int64))}
 
 
-def _segments_np(prep: Prepared, row: np.ndarray, nseg: np.ndarray, increments: np.ndarray, units: np.ndarray,
-                 pico: np.ndarray) -> pa.Array:
-    """The ``segments`` JSON of legs billed in several groups, built with Arrow string kernels
-    (the same text as DuckDB's ``to_json``): per billed group row, its prepared head
-    ``{"band":..,"rate_id":..,"group_start":..,"increments":`` then the counts; per leg, the
-    ``nseg`` consecutive rows joined into one array."""
+def _segments_np(prep: Prepared, row: np.ndarray, group_start: np.ndarray, nseg: np.ndarray,
+                 increments: np.ndarray, units: np.ndarray, pico: np.ndarray) -> pa.Array:
+    """The ``segments`` JSON of legs billed in several segments, built with Arrow string kernels
+    (the same text as DuckDB's ``to_json``): per segment, '[' (a leg's first) or ',', the
+    prepared head ``{"band":..,"rate_id":..,"group_start":`` of its rate row ``row``, the
+    numbers, and ']' after a leg's last; a leg's segments are consecutive, so its JSON is
+    their bytes end to end (offsets at the legs' first segments, no copy)."""
     if len(nseg) == 0:
         return pa.array([], pa.string())
-    parts = pc.binary_join_element_wise(prep.seg_heads.take(pa.array(row)), pa.array(increments).cast(pa.string()),
-                                        ',"units":', pa.array(units).cast(pa.string()), ',"amount_pico":',
-                                        pa.array(pico).cast(pa.string()), "}", "")
-    offsets = np.zeros(len(nseg) + 1, np.int32)
-    np.cumsum(nseg, out=offsets[1:])
-    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), parts), ",")
-    return pc.binary_join_element_wise("[", joined, "]", "")
+    starts = np.cumsum(nseg) - nseg
+    first = np.zeros(len(row), np.int8)
+    first[starts] = 1
+    last = np.zeros(len(row), np.int8)
+    last[starts + nseg - 1] = 1
+    parts = pc.binary_join_element_wise(pa.array([",", "["]).take(pa.array(first)), prep.seg_heads.take(pa.array(row)),
+                                        pa.array(group_start).cast(pa.string()), ',"increments":',
+                                        pa.array(increments).cast(pa.string()), ',"units":',
+                                        pa.array(units).cast(pa.string()), ',"amount_pico":',
+                                        pa.array(pico).cast(pa.string()), pa.array(["}", "}]"]).take(pa.array(last)), "")
+    offsets = np.frombuffer(parts.buffers()[1], np.int32, len(parts) + 1, parts.offset * 4)
+    return pa.Array.from_buffers(pa.string(), len(nseg), [None, pa.py_buffer(offsets[np.append(starts, len(row))]),
+                                                          parts.buffers()[2]])
 
 
-def _price_legs(con, prep: Prepared, legs: _Legs, num: str) -> dict:
+def _intervals_at(iv: dict, ck: np.ndarray, at_us: np.ndarray) -> np.ndarray:
+    """Per leg: the row of calendar ``ck``'s interval that contains ``at_us`` (the last one
+    starting at or before it)."""
+    row = np.empty(len(ck), np.int64)
+    for key in _distinct(ck):
+        legs = np.flatnonzero(ck == key)
+        lo, hi = iv["first"][key], iv["first"][key + 1]
+        row[legs] = lo + np.searchsorted(iv["start"][lo:hi], at_us[legs], side="right") - 1
+    return row
+
+
+def _segments_of(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of equal consecutive ``key``: each run's first position, and the run of each position."""
+    new = np.ones(len(key), bool)
+    new[1:] = key[1:] != key[:-1]
+    return np.flatnonzero(new), np.cumsum(new) - 1
+
+
+def _price_crossing(prep: Prepared, c: dict, lid: np.ndarray, iv: dict, exact_ints: bool) -> dict:
+    """Legs ``lid`` whose billed increments cross a band boundary (columns ``c``, intervals ``iv``).
+
+    The band at the answer instant is taken from the exact intervals (the per-minute table can
+    miss a boundary inside the minute); legs whose version has no rows for it keep their start
+    band price. Each group of that band is billed as usual; its increments form runs (the first
+    increment, then the next increments), each run is cut at the interval bounds into pieces,
+    and each piece is priced by its band's row for the group (the row with the greatest
+    ``group_start <= s_g``, or the ``''`` rows when the band has none). A leg with a piece that
+    has no row is ``_NO_BAND`` (``missing_bid``: the smallest such band). Consecutive pieces with
+    the same row form a segment; the amount is summed over segments and priced with the leg's
+    first row (fee, minimum, maximum). Returns per kept leg (``lid``): state, ridx0, units,
+    price, upico, fbits, missing_bid (-1 where null, as the fast path leaves them), the band
+    names in call order joined by '+' (``bands``, null for ``_NO_BAND``) and the ``segments``
+    JSON (null unless several segments)."""
+    a = prep.arr
+    kind = np.int64 if exact_ints else object
+    vid, q, t0, ck = c["vid"][lid], c["q"][lid], c["t0_us"][lid], c["ck"][lid]
+    vb0 = a["eff"][vid, iv["bid"][_intervals_at(iv, ck, t0)]]
+    kept = vb0 >= 0
+    lid, vid, q, t0, ck, vb0 = lid[kept], vid[kept], q[kept], t0[kept], ck[kept], vb0[kept]
+    leg = {name: c[name][lid] for name in ("tscale", "usize", "rstep", "den_t", "off_t", "iround", "istep",
+                                           "den_i", "off_i")}
+
+    # one row per (leg, group of its answer band)
+    ngroups = a["vb_ngroups"][vb0]
+    gleg = np.repeat(np.arange(len(lid)), ngroups)
+    grow = np.repeat(a["vb_first"][vb0], ngroups) + np.arange(len(gleg)) - np.repeat(np.cumsum(ngroups) - ngroups,
+                                                                                     ngroups)
+    s_g, g, fst, inc = a["g_sg"][grow], a["g_g"][grow], a["g_fst"][grow], a["g_inc"][grow]
+    b, nf, nn = _billed_np(q[gleg], s_g, a["g_snext"][grow], g, fst, inc)
+
+    # runs (offset o, increment size, count): the first increment, then each group's next increments
+    first, more = np.flatnonzero(nf == 1), np.flatnonzero(nn > 0)
+    rg = np.concatenate([first, more])                                   # run -> group row
+    o = np.concatenate([np.zeros(len(first), np.int64), (s_g + nf * fst)[more]])
+    size = np.concatenate([fst[first], inc[more]])
+    count = np.concatenate([np.ones(len(first), np.int64), nn[more]])
+    rleg = gleg[rg]
+    scale = leg["tscale"][rleg]
+    t_first = t0[rleg] + o * scale
+    j_first = _intervals_at(iv, ck[rleg], t_first)
+    j_last = _intervals_at(iv, ck[rleg], t_first + (count - 1) * size * scale)
+
+    # pieces: the increments k_lo .. k_hi - 1 of a run that start inside interval j
+    npieces = j_last - j_first + 1
+    pr = np.repeat(np.arange(len(rg)), npieces)
+    j = np.repeat(j_first, npieces) + np.arange(len(pr)) - np.repeat(np.cumsum(npieces) - npieces, npieces)
+    step, since = (size * scale)[pr], iv["start"][j] - t_first[pr]
+    k_lo = np.where(since <= 0, 0, (since + step - 1) // np.maximum(step, 1))
+    k_hi = np.minimum(count[pr], (iv["stop"][j] - t_first[pr] + step - 1) // np.maximum(step, 1))
+    live = k_hi > k_lo
+    pr, j, k_lo, n = pr[live], j[live], k_lo[live], (k_hi - k_lo)[live]
+    pleg, pg = rleg[pr], rg[pr]                                          # piece -> leg, group row
+    psize, ps_g, pbid = size[pr], s_g[pg], iv["bid"][j]
+    po = o[pr] + k_lo * psize
+
+    # each piece's rate row: its band's row for the group (or the '' rows)
+    vb = a["eff"][vid[pleg], pbid]
+    base = a["vb_first"][np.maximum(vb, 0)]
+    nrows = np.where(vb >= 0, a["vb_ngroups"][np.maximum(vb, 0)], 0)
+    row2 = np.full(len(pleg), -1, np.int64)
+    last_row = len(a["g_sg"]) - 1
+    for k in range(int(nrows.max()) if len(nrows) else 0):
+        candidate = np.minimum(base + k, last_row)
+        hit = (k < nrows) & (a["g_sg"][candidate] <= ps_g) & (ps_g < a["g_snext"][candidate])
+        row2 = np.where(hit, candidate, row2)
+    missing = np.full(len(lid), -1, np.int64)
+    holes = np.flatnonzero(row2 < 0)
+    if len(holes):
+        order = np.lexsort((pbid[holes], pleg[holes]))
+        at, _ = _segments_of(pleg[holes][order])
+        missing[pleg[holes][order][at]] = pbid[holes][order][at]      # the smallest band of each leg's holes
+    ok = missing[pleg] < 0
+    order = np.flatnonzero(ok)[np.lexsort((g[pg[ok]], po[ok], pleg[ok]))]
+    pleg, row2, n, psize, ps_g = pleg[order], row2[order], n[order], psize[order], ps_g[order]
+
+    # segments: consecutive pieces of a leg with the same rate row
+    seg_at, _ = _segments_of(pleg * (last_row + 2) + row2)
+    p2 = a["g_price"][row2].astype(kind, copy=False)
+    amount = p2 * (n * psize)
+    seg_leg, seg_row = pleg[seg_at], row2[seg_at]
+    seg_n, seg_units = np.add.reduceat(n, seg_at), np.add.reduceat(n * psize, seg_at)
+    seg_num, seg_gs = np.add.reduceat(amount, seg_at), np.minimum.reduceat(ps_g, seg_at)
+    icost = None
+    if leg["iround"].any():
+        il = pleg
+        piece_icost = np.where(leg["iround"][il], n * ((p2 * psize + leg["off_i"][il]) // leg["den_i"][il]
+                                                       * leg["istep"][il]), 0)
+        seg_icost = np.add.reduceat(piece_icost, seg_at)
+
+    # per leg (the legs with a hole have no segment)
+    done = np.flatnonzero(missing < 0)
+    leg_at, _ = _segments_of(seg_leg)
+    nseg = np.diff(np.append(leg_at, len(seg_leg)))
+    num = np.add.reduceat(seg_num, leg_at) if len(leg_at) else np.zeros(0, kind)
+    if leg["iround"].any():
+        icost = np.add.reduceat(seg_icost, leg_at) if len(leg_at) else np.zeros(0, kind)
+    head = a["vb_first"][vb0[done]]
+    priced = {name: col[done].astype(kind, copy=False) for name, col in leg.items() if name != "iround"}
+    priced.update({"iround": leg["iround"][done], "fee": a["g_fee"][head].astype(kind, copy=False),
+                   "min_charge": a["g_min"][head].astype(kind, copy=False),
+                   "max_cost": a["g_max"][head].astype(kind, copy=False), "action": a["g_action"][head]})
+    price, upico, fbits = _priced_np(priced, num, icost)
+    fbits = fbits | np.where(nseg > 1, _SPLIT, 0)
+
+    # band names in call order (each band once) and the segments JSON of the split legs
+    seg_bid = a["g_bid"][seg_row]
+    _, first_of_band = np.unique(seg_leg * (len(prep.band_names) + 1) + seg_bid, return_index=True)
+    shown = np.sort(first_of_band)
+    counts = np.bincount(np.searchsorted(leg_at, shown, side="right") - 1, minlength=len(leg_at))
+    offsets = np.zeros(len(leg_at) + 1, np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    names = pa.array(prep.band_names, pa.string()).take(pa.array(seg_bid[shown]))
+    bands = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), names), "+")
+    split = nseg > 1
+    in_split = np.repeat(split, nseg)
+    segments = _segments_np(prep, seg_row[in_split], seg_gs[in_split], nseg[split], seg_n[in_split].astype(np.int64),
+                            seg_units[in_split].astype(np.int64),
+                            _pico_np(seg_num[in_split], leg["usize"][seg_leg[in_split]]).astype(np.int64))
+
+    out = {"lid": lid, "state": np.where(missing < 0, _OK, _NO_BAND), "missing_bid": missing,
+           "ridx0": np.full(len(lid), -1, np.int64), "units": np.full(len(lid), -1, np.int64),
+           "price": np.full(len(lid), -1, np.int64), "upico": np.full(len(lid), -1, np.int64),
+           "fbits": np.zeros(len(lid), np.int64)}
+    out["ridx0"][done] = a["g_ridx"][head]
+    out["units"][done] = np.add.reduceat(seg_units, leg_at).astype(np.int64) if len(leg_at) else 0
+    out["price"][done], out["upico"][done], out["fbits"][done] = (price.astype(np.int64), upico.astype(np.int64),
+                                                                 fbits.astype(np.int64))
+    out["done"], out["bands"] = done, bands
+    out["split"], out["segments"] = done[split], segments
+    return out
+
+
+def _price_legs(prep: Prepared, legs: _Legs) -> dict:
     """Price every leg; per-leg numpy results: state, ridx0, units, price, upico, fbits, and the
     band and segments strings as indexes into ``strings`` / ``segments`` (-1 = null). Legs that
-    stay in their start band's interval are priced in numpy (:func:`_price_start_band`); the
-    few that cross a band boundary are cut into segments in DuckDB (``_SLOW_SQL``)."""
+    stay in their start band's interval are priced in one pass (:func:`_price_start_band`); the
+    few that cross a band boundary are cut into segments (:func:`_price_crossing`)."""
     c = legs.cols
-    n = len(c["lid"])
-    out = {"state": np.full(n, _OK, np.int64), "units": np.zeros(n, np.int64), "price": np.zeros(n, np.int64),
-           "upico": np.zeros(n, np.int64), "fbits": np.zeros(n, np.int64), "ridx0": c["ridx0"].copy(),
+    n = len(c["vid"])
+    exact_ints = _int64_exact(prep, c["q"])
+    out = {"state": np.full(n, _OK, np.int64), "ridx0": c["ridx0"].copy(),
            "band": c["band0"].copy(), "segment": np.full(n, -1, np.int64), "missing_bid": np.full(n, -1, np.int64)}
-    strings = list(prep.band_names)
     no_band = c["vb0"] < 0
     out["state"][no_band] = _NO_BAND
     out["missing_bid"][no_band] = c["bid0"][no_band]
-    r = _price_start_band(prep, c, _int64_exact(prep, c["q"]))
+    r = _price_start_band(prep, c, exact_ints)
     for name in ("units", "price", "upico", "fbits"):
-        out[name] = np.where(no_band, out[name], r[name])
+        out[name] = np.where(no_band, 0, r[name])
     extent = np.where(no_band, 0, r["extent"])
     out["segment"][r["split"]] = np.arange(len(r["split"]))
-    segments = [r["segments"]]
-    slow = ~no_band & (c["t0_us"] + extent * c["tscale"] > c["iv_end"])
-    if slow.any():
-        r = _run(con, _SLOW_SQL, {"slow": legs.table(slow, _SLOW_COLS), "grp": prep.grp, "effband": prep.effband,
-                                  "intervals": legs.intervals}, num)
-        lid = _np(r["lid"])
+    strings, segments = [pa.array(prep.band_names, pa.string())], [r["segments"]]
+    slow = np.flatnonzero(~no_band & (c["t0_us"] + extent * c["tscale"] > c["iv_end"]))
+    if len(slow):
+        r = _price_crossing(prep, c, slow, legs.intervals, exact_ints)
+        lid = r["lid"]
         for name in ("state", "units", "price", "upico", "fbits", "ridx0", "missing_bid"):
-            out[name][lid] = _np(r[name])
+            out[name][lid] = r[name]
         out["segment"][lid] = -1
-        has = r["segments"].is_valid().to_numpy(zero_copy_only=False)
-        out["segment"][lid[has]] = np.arange(has.sum()) + len(segments[0])
-        segments.append(r["segments"].filter(has).combine_chunks())
-        bands = r["bands"].to_pylist()
-        index = {name: i for i, name in enumerate(strings)}
-        for i, name in enumerate(bands):
-            if name is not None and name not in index:
-                index[name] = len(strings)
-                strings.append(name)
-        out["band"][lid] = [index[name] if name is not None else -1 for name in bands]
-    out["strings"] = pa.array(strings, pa.string())
+        out["segment"][lid[r["split"]]] = np.arange(len(r["split"])) + len(segments[0])
+        segments.append(r["segments"])
+        out["band"][lid] = -1
+        out["band"][lid[r["done"]]] = np.arange(len(r["done"])) + len(prep.band_names)
+        strings.append(r["bands"])
+    out["strings"] = pa.concat_arrays(strings)
     out["segments"] = pa.concat_arrays(segments)
     return out
 
@@ -1043,6 +1189,28 @@ def _masked(values: np.ndarray, validity: pa.Buffer | None, kind: pa.DataType = 
     """``values`` (numpy, the width of ``kind``) as an Arrow array with a prepared validity bitmap:
     one bitmap serves every column with the same nulls (``pa.array(mask=...)`` packs its own)."""
     return pa.Array.from_buffers(kind, len(values), [validity, pa.py_buffer(np.ascontiguousarray(values))])
+
+
+def _strings_at(n: int, rows: np.ndarray, values: pa.Array, fill_null: bool = True) -> pa.Array:
+    """An ``n``-row string array holding ``values`` at ``rows`` (ascending positions) and null
+    (``fill_null``) or '' elsewhere: only offsets and a bitmap around the values' own buffers,
+    for columns that few rows fill."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    out = np.zeros(n + 1, np.int32)
+    data = pa.py_buffer(b"")
+    if len(values):
+        lengths = np.zeros(n, np.int32)
+        offsets = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, values.offset * 4)
+        lengths[rows] = np.diff(offsets)
+        np.cumsum(lengths, out=out[1:])
+        data = (values.buffers()[2] or data).slice(int(offsets[0]))
+    valid = None
+    if fill_null or values.null_count:
+        mask = np.ones(n, bool) if not fill_null else np.zeros(n, bool)
+        mask[rows] = values.is_valid().to_numpy(zero_copy_only=False) if values.null_count else True
+        valid = _bitmap(mask)
+    return pa.Array.from_buffers(values.type, n, [valid, pa.py_buffer(out), data])
 
 
 class _Gather:
@@ -1082,42 +1250,77 @@ def price_batch(con, cdrs: pa.Table, tariffs: Tariffs, rated_at: dt.datetime) ->
     Returns one row per CDR, in input order, with :data:`~bluerocktel.lake.RATED_SCHEMA`
     (``bundle_id``/``bundle_units`` null). Pure per row, so any partition of a batch gives the
     same rows. ``con`` is a DuckDB connection used by one caller at a time; the kernel
-    registers and then drops its views on it (and on cursors it opens for parallel parts).
+    registers and then drops views on it while it prepares ``tariffs`` (once per object).
     """
     if rated_at.tzinfo is None:
         raise ValueError(f"naive datetime {rated_at!r}: rated_at must be UTC-aware")
+    if cdrs.num_rows >= _LARGE_BATCH_ROWS:
+        _keep_freed_memory()
     prep = prepare(con, tariffs)
     cdrs = _conform(cdrs, CDR_SCHEMA)
     parts = min(os.cpu_count() or 1, cdrs.num_rows // _PART_ROWS)
     if parts <= 1:
-        return _price_part(con, prep, tariffs, cdrs, rated_at)
-    return _price_parallel(con, prep, tariffs, cdrs, rated_at, parts)
+        return _price_part(prep, tariffs, cdrs, rated_at)
+    return _price_parallel(prep, tariffs, cdrs, rated_at, parts)
 
 
 _PART_ROWS = 200_000     # smallest part worth a thread of its own
+_LARGE_BATCH_ROWS = 100_000   # batches from this size tune the allocators (see _keep_freed_memory)
+_MEMORY_TUNED = False
 
 
-def _price_parallel(con, prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at: dt.datetime,
-                    parts: int) -> pa.Table:
-    """:func:`_price_part` of ``parts`` slices of ``cdrs`` in as many threads, each with its own
-    DuckDB cursor: numpy, Arrow and DuckDB release the GIL, so the slices use every core
-    (rating is pure per row, so the concatenated parts are the rows of one call)."""
-    size = -(-cdrs.num_rows // parts)
-    zone = con.sql("SELECT current_setting('TimeZone')").fetchall()[0][0]
-    cursors = [con] + [con.cursor() for _ in range(parts - 1)]
+def _keep_freed_memory() -> None:
+    """Let freed memory be reused instead of returned to the operating system, once per process.
+
+    A batch allocates and frees hundreds of arrays of a few MB (numpy through glibc's malloc,
+    Arrow through its default pool). By default glibc maps the larger ones afresh (``mmap``
+    above its threshold, ``munmap`` when freed), trims its heaps, and Arrow's mimalloc purges
+    freed pages after 10 ms, so most arrays page-fault their memory in again: measured on 2M
+    CDRs, 25-40 % of the kernel's CPU time was system time. This raises glibc's mmap threshold
+    to its 32 MB maximum, its trim threshold to 2 GiB and its top pad to 64 MB (a thread's
+    heap then stays mapped when it empties), and makes Arrow allocate through the same malloc
+    (``system_memory_pool``). Process-wide and harmless for results: only freed memory is kept
+    for reuse (peak RSS does not grow). Skipped where the C library has no ``mallopt``."""
+    global _MEMORY_TUNED
+    if _MEMORY_TUNED:
+        return
+    _MEMORY_TUNED = True
     try:
-        for cursor in cursors[1:]:
-            cursor.execute(f"SET TimeZone = '{zone}'")
-        with ThreadPoolExecutor(parts) as pool:
-            tables = list(pool.map(lambda i: _price_part(cursors[i], prep, tariffs, cdrs.slice(i * size, size),
-                                                         rated_at), range(parts)))
-    finally:
-        for cursor in cursors[1:]:
-            cursor.close()
-    return pa.concat_tables(tables)
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    if mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 2 ** 31 - 1) and mallopt(m_top_pad, 64 << 20):
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
-def _price_part(con, prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at: dt.datetime) -> pa.Table:
+_WORKERS: tuple[int, int, ThreadPoolExecutor] | None = None   # (pid, count, pool) of the threads that price slices
+
+
+def _workers(count: int) -> ThreadPoolExecutor:
+    """At least ``count`` threads that outlive a batch (made again in a forked child, whose copy
+    of the pool has no threads). Long-lived threads keep their malloc arenas: new threads per
+    batch land on other arenas and page-fault every array in again (measured: 0.8-1.7 s of
+    system time per 2M CDRs)."""
+    global _WORKERS
+    if _WORKERS is None or _WORKERS[0] != os.getpid() or _WORKERS[1] < count:
+        _WORKERS = (os.getpid(), count, ThreadPoolExecutor(count, thread_name_prefix="rating"))
+    return _WORKERS[2]
+
+
+def _price_parallel(prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at: dt.datetime,
+                    parts: int) -> pa.Table:
+    """:func:`_price_part` of ``parts`` slices of ``cdrs``: the first in this thread, the others in
+    as many worker threads (numpy and Arrow release the GIL, so the slices use every core;
+    rating is pure per row, so the concatenated parts are the rows of one call)."""
+    size = -(-cdrs.num_rows // parts)
+    others = [_workers(parts - 1).submit(_price_part, prep, tariffs, cdrs.slice(i * size, size), rated_at)
+              for i in range(1, parts)]
+    first = _price_part(prep, tariffs, cdrs.slice(0, size), rated_at)
+    return pa.concat_tables([first] + [future.result() for future in others])
+
+
+def _price_part(prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at: dt.datetime) -> pa.Table:
     """:func:`price_batch` of conformed ``cdrs``, on one thread."""
     a = prep.arr
     n = cdrs.num_rows
@@ -1154,9 +1357,9 @@ def _price_part(con, prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at:
 
     # legs: sell legs then buy legs
     rid = np.concatenate([sell_rid, buy_rid])
-    legs = _build_legs(prep, tariffs, rid, np.repeat([0, 1], [len(sell_rid), len(buy_rid)]).astype(np.int64),
-                       np.concatenate([sell_vid[sell_vid >= 0], buy_vid[buy_vid >= 0]]), q[rid], t0[rid], tzk[rid])
-    res = _price_legs(con, prep, legs, _num_type(prep, q[rid]))
+    legs = _build_legs(prep, tariffs, np.concatenate([sell_vid[sell_vid >= 0], buy_vid[buy_vid >= 0]]), q[rid],
+                       t0[rid], tzk[rid])
+    res = _price_legs(prep, legs)
 
     sell_leg, buy_leg = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
     sell_leg[sell_rid] = np.arange(len(sell_rid))
@@ -1183,6 +1386,7 @@ def _price_part(con, prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at:
     unpriced = ~(rated | free)                            # null price, units and amount
     rate_row = np.where(rated, sell_col("ridx0"), -1)
     cost_row = np.where(buy_ok, res["ridx0"][b_leg] if len(state) else -1, -1)
+    split_rows = np.flatnonzero(rated & (sell_col("segment") >= 0))
     status = np.full(n, 0, np.int64)                      # codes into _STATUSES
     status[free], status[rated], status[unrated] = 1, 2, 3
     rates = prep.rates
@@ -1196,7 +1400,7 @@ def _price_part(con, prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at:
         "rate_valid_from": by_rate(rates["valid_from"]), "prefix": by_rate(rates["prefix"]),
         "destination": by_rate(rates["destination"]), "zone": by_rate(rates["zone"]),
         "band": _Gather(np.where(rated, sell_col("band"), -1))(res["strings"]),
-        "segments": _Gather(np.where(rated, sell_col("segment"), -1))(res["segments"]),
+        "segments": _strings_at(n, split_rows, res["segments"].take(pa.array(res["segment"][sell_leg[split_rows]]))),
         "first_increment": by_rate(rates["first_increment"]), "next_increment": by_rate(rates["next_increment"]),
         "billable_s": _masked(np.where(ct == 0, units, 0).astype(np.int32), priced, pa.int32()),
         "billable_units": _masked(units, priced),
@@ -1263,7 +1467,8 @@ def _reasons(cdrs: pa.Table, prep: Prepared, res: dict, sell_leg: np.ndarray, ct
                                                    "' row and no all-time row", ""))))
         index[rows] = np.arange(len(rows)) + sum(len(t) for t in texts[:-1])
     texts = [t.combine_chunks() if isinstance(t, pa.ChunkedArray) else t for t in texts]
-    return pa.concat_arrays(texts).take(pa.array(index))
+    rows = np.flatnonzero(index)
+    return _strings_at(n, rows, pa.concat_arrays(texts).take(pa.array(index[rows])), fill_null=False)
 
 
 def rate_batch(con, cdrs: pa.Table, tariffs: Tariffs, rated_at: dt.datetime, bundle_used: pa.Table | None = None

@@ -65,3 +65,28 @@ def test_a_service_without_a_deck_leaves_its_calls_unrated():
 
 def test_an_empty_batch_gives_an_empty_rated_table(one_number):
     assert rate_rows(CDR_SCHEMA.empty_table(), one_number, DECK) == []
+
+
+def test_long_prefixes_past_the_direct_table(one_number):
+    # The kernel finds a number's prefix from a table of its first digits (4 to 6 of them), then
+    # one table per further digit while a prefix boundary falls inside: prefixes of 2 to 11
+    # digits, and numbers that stop short of a prefix or leave it after its last digit.
+    deck = rate_table(rate("", 1_000), rate("33", 2_000), rate("336123", 6_000), rate("3361234", 7_000),
+                      rate("336123456", 9_000), rate("33612345678", 11_000), rate("4", 1_000))
+    numbers = {
+        "+33612345678": "33612345678",   # the 11-digit prefix (binary search past 7 digits)
+        "+33612345679": "336123456",     # leaves the 11-digit prefix at its last digit
+        "+33612345": "3361234",          # stops short of the 9-digit prefix
+        "+3361234": "3361234",           # the number is the 7-digit prefix
+        "+3361235": "336123",            # the 7th digit leaves the 7-digit prefix
+        "+336123": "336123",
+        "+33612": "33",                  # stops short of the 6-digit prefix
+        "+3399999999": "33",
+        "+34": "",                       # only the any-destination prefix
+        "+4999": "4",
+        "+336123456x78": "336123456",    # digits up to the first non-digit
+        "33612345678": "",               # not E.164: only the prefix ''
+    }
+    rows = rate_rows(cdr_table(*(cdr(number) for number in numbers)), one_number, deck)
+    assert [row["prefix"] for row in rows] == list(numbers.values())
+    assert [row["price_micro"] for row in rows] == [1_000 * max(len(p), 1) for p in numbers.values()]
