@@ -4,10 +4,11 @@
 
 Invoices: in-memory ORM objects (no database), 5 lines each (subscription, two usage zones, a
 one-off charge, a discount), FR 20 %. Each is prepared once (HTML + CII XML, the main process's
-share); the timed part is what ``documents/batch.py`` runs in its workers: WeasyPrint PDF/A-3b
-plus Factur-X embedding with the XSD check, in processes prepared by ``prepare_pdf_worker`` (the
-1-worker figure prepares this process; the 2-worker one uses spawned processes with it as
-initializer, warmed up by one invoice each), as in a billing run that renders thousands.
+share); the timed part is what ``documents/batch.py`` runs in its workers (``render_job``): the
+Factur-X PDF/A-3b (WeasyPrint, the CII XSD-checked and attached), in processes prepared by
+``prepare_pdf_worker`` (the 1-worker figure prepares this process; the 2-worker one uses spawned
+processes with it as initializer, warmed up by one invoice each), as in a billing run that
+renders thousands. ``--profile`` prints where one worker's CPU goes instead (cProfile, cumulative).
 
 Annex: ReportLab pages per second for a document of 100 and of 1,000 calls (the document's
 pages divided by its rendering time). Prints the median of ``--runs`` timed runs after a warm-up,
@@ -67,7 +68,7 @@ def build_invoice(n: int) -> Invoice:
 def prepare(n: int) -> RenderJob:
     invoice = build_invoice(n)
     content = invoice_content(invoice)
-    return RenderJob(n, invoice.number, "fr", render_content_html(content, invoice.brand), cii_xml(content), [],
+    return RenderJob(n, invoice.number, render_content_html(content, invoice.brand), cii_xml(content), [],
                      HEADER)
 
 
@@ -110,16 +111,32 @@ def annex_pages_per_second(calls: int, runs: int) -> tuple[float, float, int]:
     return statistics.median(rates), statistics.median(cpu_rates), pages
 
 
+def profile(jobs: list[RenderJob]) -> None:
+    """cProfile of rendering ``jobs`` in this (prepared) process: the top functions by cumulative time."""
+    import cProfile
+    import pstats
+
+    prepare_pdf_worker()
+    render_job(jobs[0])
+    profiler = cProfile.Profile()
+    profiler.runcall(lambda: list(map(render_job, jobs)))
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=40)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="profile one worker instead of timing")
     args = parser.parse_args()
     jobs = [prepare(n) for n in range(1, args.invoices + 1)]
+    if args.profile:
+        profile(jobs)
+        return
     for workers in (1, 2):
         rate, cpu_rate = invoices_per_second(jobs, workers, args.runs)
         per_cpu = f" ({cpu_rate:.1f} per CPU second)" if cpu_rate else ""
-        print(f"Factur-X PDF (WeasyPrint PDF/A-3b + CII embedded, XSD-checked), {workers} worker(s): "
+        print(f"Factur-X PDF (WeasyPrint PDF/A-3b + CII XSD-checked and attached), {workers} worker(s): "
               f"{rate:.1f} invoices/s{per_cpu}")
     for calls in (100, 1000):
         rate, cpu_rate, pages = annex_pages_per_second(calls, args.runs)

@@ -11,9 +11,11 @@ and how to pay; the texts come from :mod:`bluerocktel.documents.content`. No cal
 ``templates/invoice.html``, styled by ``templates/invoice.css``.
 
 Rendering cost is WeasyPrint's, roughly proportional to lines of text and boxes, so the template
-is lean (few elements, fixed-layout tables, one font family) and each thread keeps its parsed
-stylesheet and its font configuration (Pango's loaded fonts) from one invoice to the next.
-Worker processes that render many invoices start with :func:`prepare_pdf_worker`.
+is lean (few elements, fixed-layout tables, one font family) and WeasyPrint is set up once per
+thread for many documents (``weasyprint_engine.py``: parsed stylesheets, fonts, a user-agent
+stylesheet cut to the template's elements, expat parsing). :func:`html_to_pdf` with the CII
+writes the Factur-X PDF in the same pass. Worker processes that render many invoices start with
+:func:`prepare_pdf_worker`.
 
 Only ``data:`` URLs are fetched while rendering (the logo is inlined as a data URI), so a
 brand's SVG can never make the renderer read a file or call the network.
@@ -24,12 +26,12 @@ from __future__ import annotations
 import base64
 import gc
 import re
-import threading
 from functools import lru_cache
 from pathlib import Path
 
 from bluerocktel.db.models import Brand, Invoice
 from bluerocktel.documents.content import InvoiceContent, invoice_content
+from bluerocktel.documents.facturx import check_facturx_xsd
 from bluerocktel.documents.formatting import (
     format_date,
     format_decimal,
@@ -40,8 +42,8 @@ from bluerocktel.documents.parties import address_lines, siren_of
 from bluerocktel.money import format_minor
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
+DEFAULT_COLORS = ("#0b3d91", "#f5a623")          # primary, accent
 _COLOR_RE = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
-_RENDERER = threading.local()      # per thread: Pango font maps are not thread-safe
 
 LABELS = {
     "fr": {
@@ -118,8 +120,8 @@ def render_content_html(content: InvoiceContent, brand: Brand) -> str:
         lang=locale, t=t, brand=brand, content=content, seller=_party(content.seller, t),
         buyer=_party(content.buyer, t), title=t["credit_title" if content.credit_note else "title"],
         number_label=t["credit_number" if content.credit_note else "number"], credited=credited,
-        primary_color=brand_color(brand.primary_color, "#0b3d91"),
-        accent_color=brand_color(brand.accent_color, "#f5a623"),
+        primary_color=brand_color(brand.primary_color, DEFAULT_COLORS[0]),
+        accent_color=brand_color(brand.accent_color, DEFAULT_COLORS[1]),
         logo_uri=logo_data_uri(brand.logo_svg),
         issue_date=format_date(content.issue_date, locale), due_date=format_date(content.due_date, locale),
         period=t["period_text"].format(start=format_date(content.period_start, locale),
@@ -162,13 +164,18 @@ def render_invoice_pdf(invoice: Invoice) -> bytes:
     return html_to_pdf(render_invoice_html(invoice))
 
 
-def html_to_pdf(html: str) -> bytes:
-    """PDF/A-3b bytes of invoice HTML styled by ``invoice.css``; a top-level function so worker processes can run it."""
-    from weasyprint import HTML
+def html_to_pdf(html: str, facturx_xml: bytes | None = None) -> bytes:
+    """PDF/A-3b bytes of invoice HTML styled by ``invoice.css``; a top-level function so worker processes can run it.
 
-    stylesheet, font_config, fetcher = _renderer()
-    return HTML(string=html, base_url=str(TEMPLATES_DIR), url_fetcher=fetcher).write_pdf(
-        pdf_variant="pdf/a-3b", stylesheets=[stylesheet], font_config=font_config)
+    With ``facturx_xml`` (the invoice's CII, checked here against the XSD), the Factur-X PDF:
+    the XML attached as ``factur-x.xml`` and declared in the XMP metadata, written in the same
+    pass as the page.
+    """
+    from bluerocktel.documents.weasyprint_engine import write_pdf
+
+    if facturx_xml is not None:
+        check_facturx_xsd(facturx_xml)
+    return write_pdf(html, facturx_xml)
 
 
 def prepare_pdf_worker() -> None:
@@ -176,25 +183,12 @@ def prepare_pdf_worker() -> None:
 
     WeasyPrint allocates a few hundred thousand objects per invoice, so full garbage collections
     are frequent, and each one walked the ~190,000 long-lived objects of the imported libraries:
-    freezing them after one warm-up render saved ~15 % of the CPU per invoice (measured).
+    freezing them after one warm-up render saved ~15 % of the CPU per invoice (measured). The
+    Factur-X XSD is loaded here too.
     """
-    html_to_pdf("<!DOCTYPE html><title>warm-up</title><p>warm-up <b>0</b></p>")
+    from bluerocktel.documents.validation import xsd_errors
+
+    html_to_pdf("<!DOCTYPE html><html><head><title>warm-up</title></head><body><p>warm-up <b>0</b></p></body></html>")
+    xsd_errors(b"<warm-up/>", "cii")
     gc.collect()
     gc.freeze()
-
-
-def _renderer():
-    """This thread's (parsed invoice.css, FontConfiguration, data:-only URL fetcher), made once.
-
-    Reusing them saved ~15-20 % of an invoice's CPU (measured): WeasyPrint otherwise parses the
-    CSS and Pango loads the fonts again for every document.
-    """
-    if not hasattr(_RENDERER, "parts"):
-        from weasyprint import CSS
-        from weasyprint.text.fonts import FontConfiguration
-        from weasyprint.urls import URLFetcher
-
-        font_config = FontConfiguration()
-        _RENDERER.parts = (CSS(filename=str(TEMPLATES_DIR / "invoice.css"), font_config=font_config), font_config,
-                           URLFetcher(allowed_protocols=("data",)))
-    return _RENDERER.parts

@@ -10,7 +10,7 @@ import pytest
 from document_builders import issue, line, pdf_text
 from bluerocktel.billing.vat import vat_mention
 from bluerocktel.documents.facturx import embed_facturx, extract_facturx_xml, facturx_xml
-from bluerocktel.documents.invoice import render_invoice_html, render_invoice_pdf
+from bluerocktel.documents.invoice import html_to_pdf, render_invoice_html, render_invoice_pdf
 from bluerocktel.documents.validation import xsd_errors
 
 SIP = line("Trunk SIP — Siège", 2, "29.90", 5980)
@@ -104,18 +104,25 @@ def test_snapshots_win_over_the_live_rows(docs_wb):
         assert "1 avenue Nouvelle" in render_invoice_html(old)
 
 
-def test_facturx_pdf_is_pdfa3b_with_our_xml_embedded(docs_wb):
+@pytest.mark.parametrize("way", ["rendered with the XML", "embedded afterwards"])
+def test_facturx_pdf_is_pdfa3b_with_our_xml_embedded(docs_wb, way):
     with docs_wb.db.session() as s:
         invoice = issue(s, [SIP, CALLS])
         xml = facturx_xml(invoice)
-        pdf = embed_facturx(render_invoice_pdf(invoice), xml)
+        if way == "rendered with the XML":            # what the billing run does, in one pass
+            pdf = html_to_pdf(render_invoice_html(invoice), xml)
+        else:
+            pdf = embed_facturx(render_invoice_pdf(invoice), xml)
     assert extract_facturx_xml(pdf) == xml
     assert xsd_errors(extract_facturx_xml(pdf), "cii") == []
     catalog = pypdf.PdfReader(io.BytesIO(pdf)).trailer["/Root"]
     intents = catalog["/OutputIntents"]
     assert intents[0].get_object()["/S"] == "/GTS_PDFA1" and "/DestOutputProfile" in intents[0].get_object()
     xmp = catalog["/Metadata"].get_object().get_data().decode("utf-8")
-    assert re.search(r"<pdfaid:part>3</pdfaid:part>", xmp) and re.search(r"<pdfaid:conformance>B<", xmp)
+    # pdfaid properties as elements or as attributes (both are XMP)
+    assert re.search(r'pdfaid:part(>|=")3\b', xmp) and re.search(r'pdfaid:conformance(>|=")B\b', xmp)
     assert "urn:factur-x:pdfa:CrossIndustryDocument:invoice:1p0#" in xmp
+    assert "<fx:ConformanceLevel>EN 16931</fx:ConformanceLevel>" in xmp
     attached = [spec.get_object()["/F"] for spec in catalog["/AF"]]
     assert attached == ["factur-x.xml"]
+    assert [spec.get_object()["/AFRelationship"] for spec in catalog["/AF"]] == ["/Data"]
