@@ -6,7 +6,7 @@
     rate_usage(ctx)                                         # rate what the lake has not rated yet
     drafts = build_drafts(ctx)                              # pure: lines, VAT, totals per account
     control_report(ctx, drafts)                             # the Excel control report (report.py)
-    issue_invoices(ctx, drafts)                             # numbers + invoices, one transaction each
+    issue_invoices(ctx, drafts)                             # numbers + invoices, 100 per transaction
     render_documents(ctx)                                   # one branded PDF per invoice without one
     email_invoices(ctx)                                     # one e-mail per invoice of the run, sent
     finish_run(ctx)                                         # status and summary on the BillingRun
@@ -42,11 +42,11 @@ from sqlalchemy.orm import selectinload
 
 from bluerocktel.audit import record_audit
 from bluerocktel.billing.charges import DraftInvoice, active_days, build_draft_invoice
-from bluerocktel.billing.numbering import allocate_invoice_number
+from bluerocktel.billing.numbering import allocate_invoice_numbers
 from bluerocktel.billing.periods import Period, parse_period
 from bluerocktel.billing.usage import PeriodUsage, read_period_usage, read_unbilled_adjustments
-from bluerocktel.db.models import (Account, BillingRun, Brand, Contract, Discount, EmailMessage, Invoice,
-                                   InvoiceLine, OneOffCharge, RatingAdjustment, Service, utcnow)
+from bluerocktel.db.models import (Account, AuditEntry, BillingRun, Brand, Contract, Discount, EmailMessage,
+                                   Invoice, InvoiceLine, OneOffCharge, RatingAdjustment, Service, utcnow)
 from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.money import D, format_minor
 from bluerocktel.rating import rate_pending
@@ -57,6 +57,7 @@ from bluerocktel.workbench import Workbench
 
 if TYPE_CHECKING:
     from bluerocktel.billing.report import ControlReport
+    from bluerocktel.documents.batch import DocumentPipeline
 
 STEPS = ("rated", "drafted", "reported", "issued", "rendered", "emailed", "finished")
 KILL_ENV = "BLUEROCKTEL_TEST_KILL_AFTER"
@@ -94,6 +95,7 @@ class RunContext:
     skipped: list[dict] = field(default_factory=list)           # {"account", "reason"}
     documents: list[str] = field(default_factory=list)          # PDF paths relative to data_dir
     report: "ControlReport | None" = None
+    documents_pipeline: "DocumentPipeline | None" = None         # rendering while issuing, issue → render
     rating_hold: ExitStack = field(default_factory=ExitStack)   # the rating lock, rate_usage → issue_invoices
     run_hold: ExitStack = field(default_factory=ExitStack)      # the run lock, prepare_run → finish_run
 
@@ -202,6 +204,12 @@ def _kill_point(stage: str, count: int | str) -> None:
     invoice is committed (``step:rendered``: once that step is recorded), as ``kill -9`` would."""
     if os.environ.get(KILL_ENV) == f"{stage}:{count}":
         os._exit(137)
+
+
+def _kill_count(stage: str) -> int | None:
+    """The count of the test hook for ``stage`` (``issue:3`` → 3), if set."""
+    name, _, count = os.environ.get(KILL_ENV, "").partition(":")
+    return int(count) if name == stage and count.isdigit() else None
 
 
 def rate_usage(ctx: RunContext) -> dict:
@@ -316,20 +324,20 @@ def control_report(ctx: RunContext, drafts: list[DraftInvoice]) -> "ControlRepor
     return ctx.report
 
 
-class _AlreadyInvoiced(Exception):
-    """Internal: roll back an issuing transaction whose account is invoiced already."""
-
-
-class _AlreadyBilled(Exception):
-    """Internal: roll back an issuing transaction whose adjustments or charges another run billed meanwhile."""
+ISSUE_BATCH = 100       # invoices per issuing transaction
 
 
 def issue_invoices(ctx: RunContext, drafts: list[DraftInvoice]) -> list[str]:
-    """Issue each draft in its own transaction (number, invoice, lines, audit); nothing in a dry run.
+    """Issue the drafts in account order, :data:`ISSUE_BATCH` per transaction (numbers, invoices,
+    lines, audit, billed adjustments and charges, account credit); nothing in a dry run.
 
-    An account already invoiced for the period (by an earlier or a concurrent run) is skipped;
-    its transaction rolls back, number included, so the numbering stays gapless. An account this
-    run invoiced before it was interrupted is neither issued again nor reported as skipped.
+    A transaction commits all of its invoices or none, numbers included, so the numbering stays
+    gapless and a run killed at any point, run again, issues the same invoices with the same numbers.
+    An account already invoiced for the period (by an earlier or a concurrent run) is skipped; an
+    account this run invoiced before it was interrupted is neither issued again nor reported as
+    skipped. From :data:`~bluerocktel.documents.batch.PIPELINE_FROM` invoices on, worker processes
+    start rendering the documents of each committed batch while the next ones are issued
+    (:func:`render_documents` waits for them).
     """
     if ctx.dry_run:
         return []
@@ -340,89 +348,143 @@ def issue_invoices(ctx: RunContext, drafts: list[DraftInvoice]) -> list[str]:
 
 
 def _issue_all(ctx: RunContext, drafts: list[DraftInvoice]) -> list[str]:
+    from bluerocktel.documents.batch import PIPELINE_FROM, DocumentPipeline, default_workers
+
     with ctx.wb.db.session() as s:
         mine = set(s.scalars(sa.select(Invoice.account_id).where(
             Invoice.billing_run_id == ctx.run_id, Invoice.kind == InvoiceKind.INVOICE)))
+    todo = sorted((d for d in drafts if d.account_id not in mine), key=lambda d: d.account_number)
+    if len(todo) >= PIPELINE_FROM and ctx.documents_pipeline is None and default_workers(len(todo)) > 1:
+        ctx.documents_pipeline = DocumentPipeline(ctx.wb, default_workers(len(todo)), annex=False)
     issued: list[str] = []
-    for draft in sorted(drafts, key=lambda d: d.account_number):
-        if draft.account_id in mine:
-            continue
+    for batch in _batches(todo, ISSUE_BATCH, _kill_count("issue")):
         try:
-            number = _issue_one(ctx, draft)
-        except (_AlreadyInvoiced, sa.exc.IntegrityError):
-            ctx.skipped.append({"account": draft.account_number, "reason": "already invoiced for this period"})
-            continue
-        except _AlreadyBilled as exc:
-            ctx.skipped.append({"account": draft.account_number,
-                                "reason": f"its {exc.args[0]} were billed by another run meanwhile; run again"})
-            continue
-        issued.append(number)
+            numbers = _issue_batch(ctx, batch)
+        except sa.exc.IntegrityError:
+            # a concurrent run inserted one of these invoices first: one transaction per draft finds which
+            numbers = {}
+            for draft in batch:
+                try:
+                    numbers.update(_issue_batch(ctx, [draft]))
+                except sa.exc.IntegrityError:
+                    ctx.skipped.append({"account": draft.account_number, "reason": ALREADY_INVOICED})
+        issued.extend(numbers.values())
+        if ctx.documents_pipeline is not None:
+            ctx.documents_pipeline.submit(list(numbers))
         _kill_point("issue", len(issued))
     ctx.issued.extend(issued)
     return issued
 
 
-def _mark_billed(s, model, ids, invoice_id: int) -> bool:
-    """Set ``invoice_id`` on the rows ``ids`` of ``model`` not billed yet; False if some were."""
-    if not ids:
-        return True
-    marked = s.execute(sa.update(model).where(model.id.in_(ids), model.invoice_id.is_(None))
-                       .values(invoice_id=invoice_id).execution_options(synchronize_session=False)).rowcount
-    return marked == len(ids)
+def _batches(drafts: list[DraftInvoice], size: int, cut: int | None) -> list[list[DraftInvoice]]:
+    """``drafts`` in slices of ``size``; with the test hook's count ``cut``, a slice also ends there."""
+    bounds = sorted({*range(0, len(drafts), size), *([cut] if cut and cut < len(drafts) else [])})
+    return [drafts[a:b] for a, b in zip(bounds, [*bounds[1:], len(drafts)])]
 
 
-def _snapshots(brand: Brand, account: Account) -> tuple[dict, dict]:
-    """The seller's and the buyer's legal identities as at issue (kept on the invoice)."""
+ALREADY_INVOICED = "already invoiced for this period"
+_BILLED_ONCE = ((RatingAdjustment, "adjustment_ids", "re-rating adjustments"),
+                (OneOffCharge, "charge_ids", "one-off charges"))
+
+
+def _issue_batch(ctx: RunContext, drafts: list[DraftInvoice]) -> dict[int, str]:
+    """Issue ``drafts`` in one transaction; ``{invoice id: number}`` of those issued, in order.
+
+    The sequence rows of the drafts' brands are locked first (PostgreSQL row locks, SQLite's write
+    lock), so the checks below see every invoice a concurrent run committed: a draft whose account
+    is invoiced already, or whose adjustments or charges another run billed meanwhile, is skipped
+    (``ctx.skipped`` once committed) before any number is taken. Then a few bulk statements write
+    the invoices, their lines and audit entries; the account credit is applied where there is some.
+    """
+    from bluerocktel.billing.payments import accounts_with_credit, apply_account_credit
     from bluerocktel.documents.parties import party_snapshot_buyer, party_snapshot_seller
 
-    return party_snapshot_seller(brand), party_snapshot_buyer(account)
-
-
-def _issue_one(ctx: RunContext, draft: DraftInvoice) -> str:
-    from bluerocktel.billing.payments import apply_account_credit
-
     with ctx.wb.db.transaction() as s:
-        brand = s.get(Brand, draft.brand_id)
-        # The number first: its row lock (PostgreSQL) or the write lock (SQLite) serializes the
-        # check below with any concurrent run, and a rollback returns the number.
-        number = allocate_invoice_number(s, brand, ctx.issue_date.year)
-        already = s.scalar(sa.select(Invoice.id).where(
-            Invoice.account_id == draft.account_id, Invoice.period_start == draft.period_start,
-            Invoice.kind == InvoiceKind.INVOICE))
-        if already is not None:
-            raise _AlreadyInvoiced(draft.account_number)
-        account = s.get(Account, draft.account_id)
-        seller, buyer = _snapshots(brand, account)
-        invoice = Invoice(
-            number=number, kind=InvoiceKind.INVOICE, status=InvoiceStatus.ISSUED, account_id=account.id,
-            brand_id=brand.id, billing_run_id=ctx.run_id, currency=draft.currency,
+        brands = {b.id: b for b in s.scalars(sa.select(Brand).where(Brand.id.in_({d.brand_id for d in drafts})))}
+        for brand_id in sorted(brands):
+            allocate_invoice_numbers(s, brands[brand_id], ctx.issue_date.year, 0)       # lock, no number yet
+        drafts, skipped = _issuable(s, drafts)
+        accounts = {a.id: a for a in s.scalars(sa.select(Account).where(
+            Account.id.in_([d.account_id for d in drafts])))}
+        numbers = {brand_id: iter(allocate_invoice_numbers(s, brands[brand_id], ctx.issue_date.year,
+                                                           sum(1 for d in drafts if d.brand_id == brand_id)))
+                   for brand_id in sorted(brands)}
+        sellers = {brand_id: party_snapshot_seller(brand) for brand_id, brand in brands.items()}
+        rows = [dict(
+            number=next(numbers[draft.brand_id]), kind=InvoiceKind.INVOICE, status=InvoiceStatus.ISSUED,
+            account_id=draft.account_id, brand_id=draft.brand_id, billing_run_id=ctx.run_id, currency=draft.currency,
             period_start=draft.period_start, period_end=draft.period_end, issue_date=ctx.issue_date,
-            due_date=ctx.issue_date + dt.timedelta(days=int(account.payment_terms_days)),
+            due_date=ctx.issue_date + dt.timedelta(days=int(accounts[draft.account_id].payment_terms_days)),
             subtotal_minor=draft.subtotal_minor, vat_minor=draft.vat_minor, total_minor=draft.total_minor,
-            language=draft.language, vat_regime=draft.vat_regime, seller=seller, buyer=buyer)
-        invoice.lines = [InvoiceLine(
-            position=i, kind=line.kind, description=line.description, product_id=line.product_id,
-            service_id=line.service_id, zone=line.zone, quantity=line.quantity, unit=line.unit,
-            unit_price_precise=line.unit_price_precise, amount_precise=line.amount_precise,
-            amount_minor=line.amount_minor, vat_rate=line.vat_rate) for i, line in enumerate(draft.lines, 1)]
-        s.add(invoice)
-        s.flush()
-        if not _mark_billed(s, RatingAdjustment, draft.adjustment_ids, invoice.id):
-            raise _AlreadyBilled("re-rating adjustments")
-        if not _mark_billed(s, OneOffCharge, draft.charge_ids, invoice.id):
-            raise _AlreadyBilled("one-off charges")
-        record_audit(s, ctx.actor, "invoice.issue", "invoice", invoice.id, number=number,
-                     account=account.number, period=ctx.period.label, total_minor=draft.total_minor,
-                     currency=draft.currency, billing_run_id=ctx.run_id)
-        apply_account_credit(s, account.id)
-        return number
+            language=draft.language, vat_regime=draft.vat_regime, seller=sellers[draft.brand_id],
+            buyer=party_snapshot_buyer(accounts[draft.account_id])) for draft in drafts]
+        ids = list(s.scalars(sa.insert(Invoice).returning(Invoice.id, sort_by_parameter_order=True), rows)
+                   ) if rows else []
+        lines = [dict(invoice_id=invoice_id, position=i, kind=line.kind, description=line.description,
+                      product_id=line.product_id, service_id=line.service_id, zone=line.zone, quantity=line.quantity,
+                      unit=line.unit, unit_price_precise=line.unit_price_precise, amount_precise=line.amount_precise,
+                      amount_minor=line.amount_minor, vat_rate=line.vat_rate)
+                 for invoice_id, draft in zip(ids, drafts) for i, line in enumerate(draft.lines, 1)]
+        if lines:
+            s.execute(sa.insert(InvoiceLine), lines)
+        for invoice_id, draft in zip(ids, drafts):
+            for model, attr, _ in _BILLED_ONCE:
+                _mark_billed(s, model, getattr(draft, attr), invoice_id)
+        if rows:
+            s.execute(sa.insert(AuditEntry), [dict(
+                actor=ctx.actor, action="invoice.issue", target_type="invoice", target_id=str(invoice_id),
+                details=dict(number=row["number"], account=draft.account_number, period=ctx.period.label,
+                             total_minor=draft.total_minor, currency=draft.currency, billing_run_id=ctx.run_id))
+                for invoice_id, row, draft in zip(ids, rows, drafts)])
+        for account_id in sorted(accounts_with_credit(s, list(accounts))):
+            apply_account_credit(s, account_id)
+    ctx.skipped.extend(skipped)
+    return {invoice_id: row["number"] for invoice_id, row in zip(ids, rows)}
+
+
+def _issuable(s, drafts: list[DraftInvoice]) -> tuple[list[DraftInvoice], list[dict]]:
+    """``drafts`` less those of accounts invoiced for the period already and those whose adjustments or
+    one-off charges were billed meanwhile; and those left out, with why (``{"account", "reason"}``)."""
+    invoiced = set(s.execute(sa.select(Invoice.account_id, Invoice.period_start).where(
+        Invoice.account_id.in_([d.account_id for d in drafts]), Invoice.kind == InvoiceKind.INVOICE,
+        Invoice.period_start.in_({d.period_start for d in drafts}))).all())
+    billed = {}
+    for model, attr, _ in _BILLED_ONCE:
+        ids = [i for d in drafts for i in getattr(d, attr)]
+        billed[attr] = set(s.scalars(sa.select(model.id).where(model.id.in_(ids), model.invoice_id.is_not(None)))
+                           ) if ids else set()
+    keep, skipped = [], []
+    for draft in drafts:
+        taken = next((what for _, attr, what in _BILLED_ONCE if billed[attr].intersection(getattr(draft, attr))),
+                     None)
+        if (draft.account_id, draft.period_start) in invoiced:
+            skipped.append({"account": draft.account_number, "reason": ALREADY_INVOICED})
+        elif taken:
+            skipped.append({"account": draft.account_number,
+                            "reason": f"its {taken} were billed by another run meanwhile; run again"})
+        else:
+            keep.append(draft)
+    return keep, skipped
+
+
+def _mark_billed(s, model, ids, invoice_id: int) -> None:
+    """Set ``invoice_id`` on the rows ``ids`` of ``model`` (none billed yet: :func:`_issuable` checked)."""
+    if not ids:
+        return
+    marked = s.execute(sa.update(model).where(model.id.in_(ids), model.invoice_id.is_(None))
+                       .values(invoice_id=invoice_id).execution_options(synchronize_session=False)).rowcount
+    if marked != len(ids):
+        raise RuntimeError(f"{model.__tablename__} {ids}: some were billed meanwhile, under the issuing lock")
+
+
 def render_documents(ctx: RunContext, workers: int | None = None) -> list[str]:
-    """The Factur-X PDF (and call-detail annex) of each invoice of the period that has none yet,
-    by :func:`bluerocktel.documents.batch.render_invoice_documents` (parallel, atomic writes); an
-    interrupted run re-renders only what has no ``pdf_path``. Nothing in a dry run."""
+    """The Factur-X PDF of each invoice of the period that has none yet (parallel, atomic writes:
+    :mod:`bluerocktel.documents.batch`), in number order; waits for those :func:`issue_invoices`
+    started rendering. An interrupted run re-renders only what has no ``pdf_path``. The call-detail
+    annex is rendered on demand (:func:`email_invoices`). Nothing in a dry run."""
     if ctx.dry_run:
         return []
-    from bluerocktel.documents.batch import render_invoice_documents
+    from bluerocktel.documents.batch import DocumentPipeline, default_workers
 
     with ctx.wb.db.session() as s:
         query = (sa.select(Invoice.id).where(Invoice.period_start == ctx.period.period_start,
@@ -430,7 +492,15 @@ def render_documents(ctx: RunContext, workers: int | None = None) -> list[str]:
         if ctx.brand_id is not None:
             query = query.where(Invoice.brand_id == ctx.brand_id)
         pending = list(s.scalars(query))
-    rendered = render_invoice_documents(ctx.wb, pending, workers=workers)
+    pipeline, ctx.documents_pipeline = ctx.documents_pipeline, None
+    if pipeline is None:
+        pipeline = DocumentPipeline(ctx.wb, default_workers(len(pending)) if workers is None else workers,
+                                    annex=False)
+    try:
+        pipeline.submit(pending)
+        rendered = sorted(pdf for _, pdf, _ in pipeline.finish())
+    finally:
+        pipeline.close()
     ctx.documents.extend(rendered)
     _record_step(ctx, "rendered")
     return rendered
@@ -456,21 +526,27 @@ def invoice_recipients(account: Account) -> list[str]:
 def email_invoices(ctx: RunContext) -> dict:
     """Queue one e-mail per invoice of this run (PDF and annex attached) to the account's billing
     contacts and send the outbox (:mod:`bluerocktel.mail` stamps ``sent_at`` on the invoices whose
-    e-mail went out). An invoice queued before (a resumed run) is not queued again; nothing in a dry run."""
+    e-mail went out). The annexes are rendered here, those of the invoices to queue only (kept for
+    later downloads). An invoice queued before (a resumed run) is not queued again; nothing in a dry run."""
+    from bluerocktel.documents.batch import render_annexes
     from bluerocktel.mail import queue_email, send_queued
 
     if ctx.dry_run:
         return {}
+    with ctx.wb.db.session() as s:
+        ids = list(s.scalars(sa.select(Invoice.id).where(Invoice.billing_run_id == ctx.run_id)
+                             .order_by(Invoice.number)))
+        queued = _queued(s, ids)
+    render_annexes(ctx.wb, [i for i in ids if i not in queued])
     no_recipient: list[str] = []
     with ctx.wb.db.transaction() as s:
         invoices = s.scalars(sa.select(Invoice).where(Invoice.billing_run_id == ctx.run_id)
                              .options(selectinload(Invoice.account).selectinload(Account.contacts),
                                       selectinload(Invoice.brand))
                              .order_by(Invoice.number)).all()
-        queued = set(s.scalars(sa.select(EmailMessage.related_id).where(
-            EmailMessage.related_type == "invoice", EmailMessage.related_id.in_([str(i.id) for i in invoices]))))
+        queued = _queued(s, [i.id for i in invoices])
         for invoice in invoices:
-            if str(invoice.id) in queued:
+            if invoice.id in queued:
                 continue
             recipients = invoice_recipients(invoice.account)
             if not recipients:
@@ -487,6 +563,12 @@ def email_invoices(ctx: RunContext) -> dict:
     result = {"outbox": sent, "no_recipient": no_recipient}
     _record_step(ctx, "emailed", emails_without_recipient=no_recipient)
     return result
+
+
+def _queued(s, invoice_ids) -> set[int]:
+    """Those of ``invoice_ids`` with an e-mail queued already."""
+    return {int(i) for i in s.scalars(sa.select(EmailMessage.related_id).where(
+        EmailMessage.related_type == "invoice", EmailMessage.related_id.in_([str(i) for i in invoice_ids])))}
 
 
 def _totals(invoices: list[tuple[str, int, int, int]]) -> dict[str, dict[str, int]]:
@@ -538,5 +620,8 @@ def finish_run(ctx: RunContext) -> dict:
             run.step = "finished"
             run.summary = summary
     finally:
+        if ctx.documents_pipeline is not None:      # render_documents was not called
+            ctx.documents_pipeline.close()
+            ctx.documents_pipeline = None
         ctx.run_hold.close()
     return summary

@@ -59,6 +59,13 @@ def _ensure_sequence_row(session: Session, brand_id: int, year: int, kind: str) 
 
 def allocate_invoice_number(session: Session, brand: Brand, year: int, kind: str = InvoiceKind.INVOICE) -> str:
     """The next number of ``brand`` for ``kind`` in ``year``; the sequence row stays locked until commit."""
+    return allocate_invoice_numbers(session, brand, year, 1, kind)[0]
+
+
+def allocate_invoice_numbers(session: Session, brand: Brand, year: int, count: int,
+                             kind: str = InvoiceKind.INVOICE) -> list[str]:
+    """The next ``count`` numbers of ``brand`` for ``kind`` in ``year``, in order (``count`` 0 only locks the
+    sequence row); the row stays locked until commit, so the transaction must use them all."""
     kind = InvoiceKind(kind).value
     _ensure_sequence_row(session, brand.id, year, kind)
     sequence = session.scalars(
@@ -67,7 +74,9 @@ def allocate_invoice_number(session: Session, brand: Brand, year: int, kind: str
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one()
-    sequence.last_number += 1
+    first = sequence.last_number + 1
+    sequence.last_number += count
     session.flush()
     prefix = (brand.credit_note_prefix or "AV") if kind == InvoiceKind.CREDIT_NOTE else (brand.invoice_prefix or "FA")
-    return format_invoice_number(prefix, year, sequence.last_number, brand.invoice_number_pattern or DEFAULT_PATTERN)
+    pattern = brand.invoice_number_pattern or DEFAULT_PATTERN
+    return [format_invoice_number(prefix, year, n, pattern) for n in range(first, first + count)]

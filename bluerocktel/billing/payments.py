@@ -48,14 +48,23 @@ def local_date(moment: dt.datetime) -> dt.date:
     return moment.astimezone(ZoneInfo(get_setting("default_timezone"))).date()
 
 
-def lock_account(session: Session, account_id: int) -> Account:
-    """Lock ``account_id`` against concurrent money movements until the transaction ends."""
+def lock_accounts(session: Session, account_ids: Iterable[int]) -> None:
+    """Lock the accounts ``account_ids`` against concurrent money movements until the transaction ends."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return
     if session.get_bind().dialect.name == "sqlite":
         # SQLite has no row locks: a first write takes the single write lock for the transaction.
-        session.execute(sa.text("UPDATE accounts SET id = id WHERE id = :id"), {"id": account_id})
-        account = session.get(Account, account_id, populate_existing=True)
+        session.execute(sa.text("UPDATE accounts SET id = id WHERE id IN :ids")
+                        .bindparams(sa.bindparam("ids", expanding=True)), {"ids": ids})
     else:
-        account = session.get(Account, account_id, with_for_update=True, populate_existing=True)
+        session.execute(sa.select(Account.id).where(Account.id.in_(ids)).order_by(Account.id).with_for_update())
+
+
+def lock_account(session: Session, account_id: int) -> Account:
+    """Lock ``account_id`` against concurrent money movements until the transaction ends."""
+    lock_accounts(session, [account_id])
+    account = session.get(Account, account_id, populate_existing=True)
     if account is None:
         raise NotFoundError(f"no account with id {account_id}")
     return account
@@ -294,10 +303,33 @@ def allocate(session: Session, invoice_id: int, *, payment_id: int | None = None
     return allocation
 
 
+def accounts_with_credit(session: Session, account_ids: Iterable[int]) -> set[int]:
+    """The accounts among ``account_ids`` (locked first) with an unallocated payment or credit note, in one query.
+
+    The cycle issues invoices in batches and calls :func:`apply_account_credit` only for these: most
+    accounts have no credit, and for them it would change nothing.
+    """
+    ids = sorted(set(account_ids))
+    if not ids:
+        return set()
+    lock_accounts(session, ids)
+    active = Allocation.reversed_at.is_(None)
+    paid = (sa.select(sa.func.coalesce(sa.func.sum(Allocation.amount_minor), 0))
+            .where(Allocation.payment_id == Payment.id, active).scalar_subquery())
+    used = (sa.select(sa.func.coalesce(sa.func.sum(Allocation.amount_minor), 0))
+            .where(Allocation.credit_note_id == Invoice.id, active).scalar_subquery())
+    payments = sa.select(Payment.account_id).where(Payment.account_id.in_(ids),
+                                                   Payment.status == PaymentStatus.RECEIVED, Payment.amount_minor > paid)
+    notes = sa.select(Invoice.account_id).where(Invoice.account_id.in_(ids), Invoice.kind == InvoiceKind.CREDIT_NOTE,
+                                                Invoice.total_minor > used)
+    return set(session.scalars(sa.union(payments, notes)))
+
+
 def apply_account_credit(session: Session, account_id: int, actor: str = "system") -> int:
     """Allocate the account's unallocated payments and credit notes to its open invoices; the minor amount applied.
 
-    The cycle calls it after issuing each invoice, so an overpayment settles the next invoice.
+    The cycle calls it after issuing an invoice to an account with credit (:func:`accounts_with_credit`),
+    so an overpayment settles the next invoice.
     """
     lock_account(session, account_id)
     invoices = open_invoices(session, account_id)

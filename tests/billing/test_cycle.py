@@ -195,6 +195,56 @@ def test_documents_render_in_worker_processes(wb):
     assert all((wb.data_dir / d).read_bytes().startswith(b"%PDF-") for d in documents)
 
 
+def test_from_enough_invoices_documents_render_in_workers_while_issuing_goes_on(wb, monkeypatch):
+    """Each committed batch goes to two worker processes at once; render_documents waits for them.
+    No call-detail annex is rendered by the cycle: e-mailing or a download renders it on demand."""
+    from bluerocktel.billing import cycle
+    from bluerocktel.documents import batch
+
+    build_world(wb)
+    monkeypatch.setattr(batch, "PIPELINE_FROM", 2)
+    monkeypatch.setattr(batch, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(cycle, "ISSUE_BATCH", 1)
+    ctx = prepare_run(wb.data_dir, "2026-03", False, issue_date="2026-04-01")
+    try:
+        issued = issue_invoices(ctx, build_drafts(ctx))
+        pipeline = ctx.documents_pipeline
+        assert pipeline is not None and pipeline.workers == 2 and len(pipeline.submitted) == 2
+        documents = render_documents(ctx)
+        assert ctx.documents_pipeline is None and pipeline._pool is None
+        finish_run(ctx)
+    finally:
+        ctx.wb.close()
+    assert issued == ["FA-2026-000001", "FA-2026-000002"]
+    assert documents == [i.pdf_path for i in invoices(wb)] == [f"documents/invoices/{n}.pdf" for n in issued]
+    assert all((wb.data_dir / d).read_bytes().startswith(b"%PDF-") for d in documents)
+    assert [i.annex_path for i in invoices(wb)] == [None, None]
+    assert sorted(p.name for p in (wb.documents_dir / "invoices").iterdir()) == [f"{n}.pdf" for n in issued]
+
+
+def test_a_batch_that_fails_midway_leaves_no_invoice_and_takes_no_number(wb, monkeypatch):
+    """Both drafts are issued in one transaction: an error after the inserts rolls back the invoices,
+    their lines, audit entries and numbers; the run issued again takes the same numbers."""
+    from bluerocktel.billing import payments
+    from bluerocktel.db.models import InvoiceLine, InvoiceSequence
+
+    build_world(wb)
+
+    def broken(session, account_ids):
+        raise RuntimeError("disk full")
+
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="disk full"):
+        patch.setattr(payments, "accounts_with_credit", broken)
+        run_steps(wb, dry_run=False)
+    with wb.db.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(InvoiceLine)) == 0
+        assert s.scalar(sa.select(sa.func.count()).where(AuditEntry.action == "invoice.issue")) == 0
+        assert s.scalar(sa.select(sa.func.coalesce(sa.func.max(InvoiceSequence.last_number), 0))) == 0
+    assert invoices(wb) == []
+    *_, issued, documents, summary = run_steps(wb, dry_run=False)
+    assert issued == ["FA-2026-000001", "FA-2026-000002"] and summary["skipped"] == []
+
+
 def test_prepare_run_refuses_unknown_brand_and_bad_period(wb):
     from bluerocktel.errors import NotFoundError, UserFacingError
 

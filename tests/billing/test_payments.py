@@ -250,3 +250,28 @@ def test_cli_payment_balance_and_statement(mwb, capsys):
 def _last_payment(wb, account_id):
     with wb.db.session() as s:
         return s.scalar(sa.select(sa.func.max(Payment.id)).where(Payment.account_id == account_id))
+
+
+def test_accounts_with_credit_are_those_with_an_unallocated_payment_or_credit_note(mwb):
+    """The cycle applies credit only to these accounts, found in one query per issuing batch."""
+    from bluerocktel.billing.credit_notes import issue_credit_note
+    from bluerocktel.billing.payments import accounts_with_credit
+
+    wb = mwb
+    settled, _, _ = _setup(wb)
+    _pay(wb, settled, 18000)                                       # both invoices paid, nothing left
+    overpaid, _, _ = _setup(wb)
+    _pay(wb, overpaid, 18500)                                      # 5.00 of credit
+    returned, _, _ = _setup(wb)
+    with wb.db.transaction() as s:
+        return_payment(s, _pay(wb, returned, 20000), "AM04", actor="bank")   # its 20.00 of credit went back
+    credited, _, feb = _setup(wb)
+    _pay(wb, credited, 18000)
+    with wb.db.transaction() as s:                                 # February paid, then credited: 60.00 of credit
+        issue_credit_note(s, feb, reason="Geste commercial", actor="alice")
+    untouched, _, _ = _setup(wb)
+    accounts = [settled, overpaid, returned, credited, untouched]
+    with wb.db.transaction() as s:
+        assert accounts_with_credit(s, accounts) == {overpaid, credited}
+        assert {a for a in accounts if account_balance(s, a)["credit_minor"] > 0} == {overpaid, credited}
+        assert accounts_with_credit(s, []) == set()

@@ -98,3 +98,39 @@ def test_many_calls_make_every_row_over_pages():
     assert text.count("+3361234") == 250
     assert "250 communications 2:05:00 2,500000 €" in text          # 250 × 30 s; 250 × 0.01 €
     assert "Page 1/5" in text and "Page 5/5" in text and "Page 6" not in text
+
+
+def test_an_annex_rendered_later_lists_the_calls_as_rated_when_the_invoice_was_issued(docs_wb):
+    """The cycle renders annexes on demand, maybe weeks after issuing: a re-rating or a late call
+    rated after the invoice was created is billed later (adjustments), not on this annex."""
+    with docs_wb.db.session() as s:
+        invoice = issue(s, [CALLS])
+        invoice.created_at = dt.datetime(2026, 4, 2, 6, 0, tzinfo=UTC)
+        s.commit()
+        account_id, invoice_id = invoice.account_id, invoice.id
+    march_9 = dt.datetime(2026, 3, 9, 10, 0, tzinfo=UTC)
+    rows = [rated("asof-1", account_id, march_9, 20_000, rated_at=dt.datetime(2026, 4, 1, tzinfo=UTC)),
+            rated("asof-1", account_id, march_9, 30_000, rated_at=dt.datetime(2026, 5, 10, tzinfo=UTC)),
+            rated("asof-2", account_id, march_9, 40_000, rated_at=dt.datetime(2026, 5, 10, tzinfo=UTC))]
+    lake.write_partition(docs_wb.lake_dir, "rated", "2026-03", pa.Table.from_pylist(rows, schema=lake.RATED_SCHEMA))
+    s, invoice = load(docs_wb, invoice_id)
+    with s:
+        text = pdf_text(render_annex_pdf(docs_wb, invoice))
+    assert "1 communications 1:05 0,020000 €" in text and "0,030000" not in text and "0,040000" not in text
+
+
+def test_the_header_band_and_the_column_titles_are_in_the_brand_colours():
+    import io
+    import re
+
+    import pypdf
+
+    header = AnnexHeader("FA-2026-000001", dt.date(2026, 10, 1), dt.date(2026, 10, 31), "fr", "EUR",
+                         "Europe/Paris", "BlueRock Télécom", "#0b3d91", "#f5a623")
+    call = AnnexCall(dt.datetime(2026, 10, 2, 8, tzinfo=UTC), "+33472000001", "+33612340000", "France Mobile",
+                     "voice", 30, 60, 10_000)
+    page = pypdf.PdfReader(io.BytesIO(render_call_annex([call], header))).pages[0]
+    fills = re.findall(r"([\d.]+) ([\d.]+) ([\d.]+) rg", page.get_contents().get_data().decode("latin-1"))
+    assert all(0 <= float(v) <= 1 for fill in fills for v in fill)
+    colours = {tuple(round(float(v) * 255) for v in fill) for fill in fills}
+    assert {(0x0b, 0x3d, 0x91), (0xf5, 0xa6, 0x23)} <= colours

@@ -75,3 +75,28 @@ def test_unknown_invoice_ids_are_refused_before_anything_is_written(docs_wb):
         invoice = s.get(Invoice, ids[0])
         assert invoice.pdf_path is None
         assert not (docs_wb.documents_dir / "invoices" / f"{invoice.number}.pdf").exists()
+
+
+def test_annexes_are_rendered_on_demand_once_then_kept(docs_wb, monkeypatch):
+    from bluerocktel.documents import batch
+    from bluerocktel.documents.batch import render_annexes
+
+    ids = store_invoices(docs_wb)
+    with docs_wb.db.session() as s:
+        number = s.get(Invoice, ids[0]).number
+    expected = {ids[0]: f"documents/invoices/{number}-annex.pdf"}
+    assert render_annexes(docs_wb, ids) == expected                 # calls on the first only; no PDF
+    with docs_wb.db.session() as s:
+        stored = {i.id: (i.pdf_path, i.annex_path) for i in s.scalars(sa.select(Invoice).where(Invoice.id.in_(ids)))}
+    assert stored == {ids[0]: (None, expected[ids[0]]), ids[1]: (None, None), ids[2]: (None, None),
+                      ids[3]: (None, None)}
+
+    def refused(*args):
+        raise AssertionError("rendered again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(batch, "render_call_annex", refused)
+        assert render_annexes(docs_wb, [ids[0]]) == expected        # kept: not rendered again
+    (docs_wb.data_dir / expected[ids[0]]).unlink()
+    assert render_annexes(docs_wb, [ids[0]]) == expected            # the file is gone: rendered again
+    assert "2 communications" in pdf_text((docs_wb.data_dir / expected[ids[0]]).read_bytes())
