@@ -1,19 +1,25 @@
 """REST API under load: the real server (``bluerocktel serve``) with the demo data, 50 concurrent clients.
 
     .venv/bin/python benchmarks/api.py [--database sqlite|postgresql] [--clients 50] [--read-s 20]
-                                       [--mixed-s 60] [--accounts 300] [--cdrs 20000] [--data-dir DIR]
+                                       [--paced-s 20] [--rate 500] [--mixed-s 60] [--workers 2]
+                                       [--accounts 300] [--cdrs 20000] [--data-dir DIR] [--database-url URL]
 
 Setup (not timed): ``bluerocktel demo --no-serve`` into a temporary data dir (or ``--data-dir``,
 reused when it holds a demo already) on SQLite, or on a fresh PostgreSQL database
 (``brt_bench_*`` on ``BLUEROCKTEL_BENCH_PG``, default ``postgresql+psycopg://postgres@127.0.0.1:5432``,
 dropped at the end); one API token per client for the demo admin; then ``bluerocktel serve`` in a
-subprocess on a free port (one uvicorn process, as deployed). The per-token rate limit is raised
+subprocess on a free port (``--workers`` uvicorn processes, default 2: one per core). The per-token rate limit is raised
 out of the way (``BLUEROCKTEL_API_RATE_PER_MINUTE``): this measures the server, not the limiter.
 
 1. ``GET /api/v1/invoices`` (50 per page) from ``--clients`` clients for ``--read-s`` seconds:
    p50/p99 latency and requests/s. Target (issue 6): p99 under 100 ms and at least 500 requests/s
-   on PostgreSQL on 2 cores.
-2. A mixed load for ``--mixed-s`` seconds: reads of invoices, accounts, services and tickets
+   on PostgreSQL on 2 cores. Each client sends its next request as soon as it has the answer (a closed
+   loop): this is the most the server gives, and the latency is what 50 clients queueing for it
+   see (Little's law: 50 clients at N requests/s wait 50/N s on average).
+2. ``GET /api/v1/invoices`` offered at ``--rate`` requests/s (default 500) in all by the same clients for
+   ``--paced-s`` seconds, each on a fixed schedule (wrk2's constant-throughput model), latency counted
+   from the instant each request was due: p50/p99 at that load, and whether the server kept up.
+3. A mixed load for ``--mixed-s`` seconds: reads of invoices, accounts, services and tickets
    (85 %), writes (15 %): ``POST /tickets`` and ``POST /tickets/{id}/replies`` with an
    ``Idempotency-Key`` each. Every answer must be 2xx: errors are counted and must be 0.
 
@@ -211,8 +217,10 @@ class RawClient:
 
 
 async def timed(client: RawClient, stats: Stats, label: str, method: str, path: str, body: bytes | None = None,
-                headers: dict | None = None) -> tuple[int, bytes] | None:
-    started = time.perf_counter()
+                headers: dict | None = None, started: float | None = None) -> tuple[int, bytes] | None:
+    """One request, its latency counted from ``started`` (default: now; a paced client passes the
+    instant the request was due, so a late send counts as latency: no coordinated omission)."""
+    started = time.perf_counter() if started is None else started
     try:
         status, data = await client.request(method, path, body, headers)
     except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
@@ -256,6 +264,35 @@ async def invoice_list(client, stats, rng, state):
     await timed(client, stats, "GET /invoices", "GET", "/api/v1/invoices?limit=50")
 
 
+async def paced_invoice_list(base: str, tokens: list[str], seconds: float, rate: float) -> dict:
+    """``len(tokens)`` clients sending ``GET /invoices`` at ``rate`` requests/s in all, each on its own
+    fixed schedule (wrk2's constant-throughput model): the latency of a given load, not of a saturated
+    server."""
+    stats = Stats()
+    host, port = base.split("//")[1].split(":")
+    interval = len(tokens) / rate
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    async def worker(i: int, token: str):
+        client = RawClient(host, int(port), token)
+        due = started + interval * i / len(tokens)
+        try:
+            while due < deadline:
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await timed(client, stats, "GET /invoices", "GET", "/api/v1/invoices?limit=50", started=due)
+                due += interval
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(worker(i, token) for i, token in enumerate(tokens)))
+    figures = stats.summary(time.perf_counter() - started)
+    figures["offered_per_s"] = rate
+    return figures
+
+
 def mixed_step(account_ids: list[int]):
     choices = READS + WRITES
     weights = [w for *_, w in choices]
@@ -284,6 +321,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--read-s", type=float, default=20)
     parser.add_argument("--mixed-s", type=float, default=60)
+    parser.add_argument("--paced-s", type=float, default=20)
+    parser.add_argument("--rate", type=float, default=500, help="offered requests/s of the paced invoice list")
     parser.add_argument("--accounts", type=int, default=300)
     parser.add_argument("--cdrs", type=int, default=20_000)
     parser.add_argument("--data-dir", default=None, help="reuse (or build once) the demo here (SQLite)")
@@ -322,6 +361,10 @@ def main() -> int:
         uvloop.run(run_clients(base, tokens, 2, invoice_list))                        # warm-up
         figures["invoice_list"] = measure(server.pid, base, tokens, args.read_s, invoice_list)
         figures["loadavg_after_reads"] = loadavg()
+        cpu = cpu_seconds(server.pid)
+        figures["paced"] = uvloop.run(paced_invoice_list(base, tokens, args.paced_s, args.rate))
+        figures["paced"]["server_cpu_ms_per_request"] = round(
+            (cpu_seconds(server.pid) - cpu) * 1000 / figures["paced"]["requests"], 2)
         figures["mixed"] = measure(server.pid, base, tokens, args.mixed_s, mixed_step(account_ids))
         figures["loadavg_after"] = loadavg()
     finally:
@@ -335,7 +378,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
-        for name in ("invoice_list", "mixed"):
+        for name in ("invoice_list", "paced", "mixed"):
             f = figures[name]
             print(f"{name:>12}: {f['requests_per_s']:7.1f} req/s  p50 {f['p50_ms']:6.1f} ms  p99 {f['p99_ms']:6.1f} ms"
                   f"  {f['requests']:,} requests  errors {f['errors']} {f['error_kinds'] or ''}"

@@ -164,7 +164,7 @@ def authenticate_token(session: Session, token: str) -> tuple[Principal, int | N
     token's id when its ``last_used_at`` is older than :data:`LAST_USED_PRECISION` (for
     :class:`TokenUsage`), else None."""
     digest = hashlib.sha256(token.encode()).hexdigest()
-    row = session.execute(_TOKEN_QUERY, {"digest": digest}).first()
+    row = session.connection().execute(_TOKEN_QUERY, {"digest": digest}).first()    # Core: no ORM compile step
     if row is None or row.revoked_at is not None:
         raise AuthError("invalid or revoked API token")
     if not row.active:

@@ -18,7 +18,7 @@ from typing import Annotated, AsyncIterator, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
-from sqlalchemy import inspect, or_, select
+from sqlalchemy import bindparam, inspect, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from bluerocktel.api.problems import ForbiddenError
@@ -36,11 +36,16 @@ _PROBLEMS = {401: {"description": "missing, invalid or revoked token"},
              404: {"description": "no such object, or not visible to this token"}}
 
 
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def db_session(request: Request) -> AsyncIterator[Session]:
-    """One transaction per request, committed when the route succeeds, else rolled back. Opening it
+    """One transaction per request, committed when the route succeeds, else rolled back; a GET
+    reads without one on a server database (:meth:`Database.read_session`). Opening it
     does no I/O (the connection is taken at the first query, in the route's worker thread), so it
     runs on the event loop: one thread hop less per request; the commit runs in a worker thread."""
-    session = request.app.state.wb.db.session()
+    db = request.app.state.wb.db
+    session = db.read_session() if request.method in _READ_METHODS else db.session()
     transaction = session.begin()
     try:
         yield session
@@ -116,7 +121,11 @@ def decode_cursor(cursor: str | None) -> int | None:
 def records(model):
     """A select of every column of ``model`` under its attribute names: :func:`keyset_page` then
     hands ``out.of`` plain records instead of ORM objects (a third of the CPU of a list page)."""
-    return select(*(getattr(model, attr.key) for attr in inspect(model).column_attrs))
+    return select(*record_columns(model))
+
+
+def record_columns(model) -> list:
+    return [getattr(model, attr.key) for attr in inspect(model).column_attrs]
 
 
 def keyset_page(session: Session, query, model, out, cursor: str | None, limit: int,
@@ -132,16 +141,64 @@ def keyset_page(session: Session, query, model, out, cursor: str | None, limit: 
         query = query.where(model.id < last if newest_first else model.id > last)
     query = query.order_by(model.id.desc() if newest_first else model.id).limit(limit + 1)
     if query.column_descriptions[0]["expr"] is model:
-        rows = session.scalars(query).all()
-    else:   # plain records, run as Core (no ORM compile step); a Row's attribute access costs 10x a namespace's
-        result = session.connection().execute(query)
-        keys = list(result.keys())
-        rows = [SimpleNamespace(**dict(zip(keys, row))) for row in result]
-        if attach is not None:
-            attach(session, rows[:limit])
+        return _page_response(session.scalars(query).all(), out, limit)
+    return _records_page(session, query, {}, out, limit, attach)
+
+
+def _records_page(session: Session, statement, params: dict, out, limit: int, attach) -> Response:
+    """Plain records run as Core (no ORM compile step); a Row's attribute access costs 10x a namespace's."""
+    result = session.connection().execute(statement, params)
+    keys = list(result.keys())
+    rows = [SimpleNamespace(**dict(zip(keys, row))) for row in result.all()]     # fetchall: not a fetchone per row
+    if attach is not None:
+        attach(session, rows[:limit])
+    return _page_response(rows, out, limit)
+
+
+def _page_response(rows: list, out, limit: int) -> Response:
     items = [out.of(row) for row in rows[:limit]]
     page = Page[out](items=items, limit=limit, next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
     return Response(page.__pydantic_serializer__.to_json(page), media_type="application/json")
+
+
+class ListQuery:
+    """A list endpoint's records (:func:`records` or chosen columns of ``model``) filtered by
+    ``filters``, keyset-paginated like :func:`keyset_page`: conditions on bound parameters named
+    like the filters, so the statement of each combination of filters is built once and reused.
+    Building a statement, its cache key and its result map for every request cost as much CPU as
+    running it (0.58 ms of 1.29 ms for the invoice list, measured on PostgreSQL).
+    ``updated_since`` is always a filter (:data:`UpdatedSince`)."""
+
+    def __init__(self, model, columns, *, newest_first: bool = False, **filters):
+        self.model, self.columns, self.newest_first = model, columns, newest_first
+        self.filters = {**filters, "updated_since": model.updated_at >= bindparam("updated_since")}
+        self._statements: dict[tuple, object] = {}
+
+    def page(self, session: Session, out, cursor: str | None, limit: int, attach=None, **values) -> Response:
+        """One page as ``Page[out]`` JSON; ``values`` by filter name, None for a filter not applied."""
+        if values.get("updated_since") is not None and values["updated_since"].tzinfo is None:
+            values["updated_since"] = values["updated_since"].replace(tzinfo=dt.timezone.utc)
+        params = {name: value for name, value in values.items() if value is not None}
+        last = decode_cursor(cursor)
+        if last is not None:
+            params["after"] = last
+        params["limit"] = limit + 1
+        return _records_page(session, self._statement(frozenset(params)), params, out, limit, attach)
+
+    def _statement(self, names: frozenset):
+        statement = self._statements.get(names)
+        if statement is None:
+            unknown = names - self.filters.keys() - {"after", "limit"}
+            if unknown:
+                raise TypeError(f"no filter {', '.join(sorted(unknown))} on this list")
+            model_id = self.model.id
+            conditions = [self.filters[name] for name in sorted(names & self.filters.keys())]
+            if "after" in names:
+                conditions.append(model_id < bindparam("after") if self.newest_first else model_id > bindparam("after"))
+            statement = (select(*self.columns).where(*conditions)
+                         .order_by(model_id.desc() if self.newest_first else model_id).limit(bindparam("limit")))
+            self._statements[names] = statement
+        return statement
 
 
 # Ids are BIGINTs: a larger number cannot name an object (and would overflow the database driver).
@@ -203,10 +260,13 @@ _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
 # The list selects only the columns InvoiceOut shows, as rows (no ORM objects, no JSON party snapshots).
-_INVOICE_LIST_COLUMNS = (Invoice.id, Invoice.number, Invoice.kind, Invoice.status, Invoice.account_id,
-                         Invoice.brand_id, Invoice.billing_run_id, Invoice.currency, Invoice.period_start,
-                         Invoice.period_end, Invoice.issue_date, Invoice.due_date, Invoice.subtotal_minor,
-                         Invoice.vat_minor, Invoice.total_minor, Invoice.pdf_path)
+_INVOICES = ListQuery(Invoice, (Invoice.id, Invoice.number, Invoice.kind, Invoice.status, Invoice.account_id,
+                                Invoice.brand_id, Invoice.billing_run_id, Invoice.currency, Invoice.period_start,
+                                Invoice.period_end, Invoice.issue_date, Invoice.due_date, Invoice.subtotal_minor,
+                                Invoice.vat_minor, Invoice.total_minor, Invoice.pdf_path),
+                      newest_first=True, scope=Invoice.account_id == bindparam("scope"),
+                      account_id=Invoice.account_id == bindparam("account_id"),
+                      period=Invoice.period_start == bindparam("period"))
 
 
 @router.get("/invoices", response_model=Page[InvoiceOut], responses=_PROBLEMS)
@@ -217,17 +277,14 @@ def list_invoices(principal: Caller, session: DbSession, limit: Limit = 50, curs
                   updated_since: UpdatedSince = None):
     """Invoices and credit notes, newest first."""
     scope = account_scope(principal, "invoices:read")
-    query = changed_since(select(*_INVOICE_LIST_COLUMNS), Invoice, updated_since)
-    if scope is not None:
-        query = query.where(Invoice.account_id == scope)
-    if account_id is not None:
-        query = query.where(Invoice.account_id == account_id)
+    period_start = None
     if period is not None:
         match = _PERIOD.match(period)
         if not match:
             raise UserFacingError(f"period {period!r} is not YYYY-MM")
-        query = query.where(Invoice.period_start == dt.date(int(match[1]), int(match[2]), 1))
-    return keyset_page(session, query, Invoice, InvoiceOut, cursor, limit, newest_first=True)
+        period_start = dt.date(int(match[1]), int(match[2]), 1)
+    return _INVOICES.page(session, InvoiceOut, cursor, limit, scope=scope, account_id=account_id,
+                          period=period_start, updated_since=updated_since)
 
 
 def _visible_invoice(session: Session, principal: Principal, invoice_id: int, with_lines: bool = False) -> Invoice:
