@@ -15,13 +15,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import selectinload
 
 from bluerocktel.api.idempotency import IdempotencyDep
 from bluerocktel.api.schemas import Page
 from bluerocktel.api.routes import (_PROBLEMS, require, MAX_ID, Caller, Cursor, DbSession, Limit, ObjectId, UpdatedSince,
-                                    account_scope, changed_since, keyset_page, records)
+                                    ListQuery, account_scope, keyset_page, record_columns)
 from bluerocktel.crm.lifecycle import transition
 from bluerocktel.db.models import Service, ServiceIdentifier, Ticket, WebhookDelivery, WebhookSubscription
 from bluerocktel.errors import NotFoundError, UserFacingError
@@ -95,6 +95,11 @@ def _attach_identifiers(session, services: list) -> None:
         service.identifiers = by_service[service.id]
 
 
+_SERVICES = ListQuery(Service, record_columns(Service), scope=Service.account_id == bindparam("scope"),
+                      account_id=Service.account_id == bindparam("account_id"),
+                      status=Service.status == bindparam("status"))
+
+
 @router.get("/services", response_model=Page[ServiceOut],
             responses=_PROBLEMS)
 def list_services(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
@@ -103,14 +108,8 @@ def list_services(principal: Caller, session: DbSession, limit: Limit = 50, curs
                   updated_since: UpdatedSince = None):
     """Services by id; a customer token lists its own account's."""
     scope = account_scope(principal, "accounts:read")
-    query = changed_since(records(Service), Service, updated_since)
-    if scope is not None:
-        query = query.where(Service.account_id == scope)
-    if account_id is not None:
-        query = query.where(Service.account_id == account_id)
-    if status is not None:
-        query = query.where(Service.status == status)
-    return keyset_page(session, query, Service, ServiceOut, cursor, limit, attach=_attach_identifiers)
+    return _SERVICES.page(session, ServiceOut, cursor, limit, attach=_attach_identifiers, scope=scope,
+                          account_id=account_id, status=status, updated_since=updated_since)
 
 
 @router.get("/services/{service_id}", response_model=ServiceOut, responses=_PROBLEMS)
@@ -230,6 +229,10 @@ def _visible_ticket(session, principal: Principal, ticket_id: int) -> Ticket:
     return ticket
 
 
+_TICKETS = ListQuery(Ticket, record_columns(Ticket), newest_first=True, scope=Ticket.account_id == bindparam("scope"),
+                     account_id=Ticket.account_id == bindparam("account_id"), status=Ticket.status == bindparam("status"))
+
+
 @router.get("/tickets", response_model=Page[TicketOut],
             responses=_PROBLEMS)
 def list_tickets(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
@@ -237,14 +240,8 @@ def list_tickets(principal: Caller, session: DbSession, limit: Limit = 50, curso
                  status: Annotated[TicketStatus | None, Query()] = None, updated_since: UpdatedSince = None):
     """Tickets, newest first; a customer token lists its own account's."""
     scope = _ticket_scope(principal)
-    query = changed_since(records(Ticket), Ticket, updated_since)
-    if scope is not None:
-        query = query.where(Ticket.account_id == scope)
-    if account_id is not None:
-        query = query.where(Ticket.account_id == account_id)
-    if status is not None:
-        query = query.where(Ticket.status == status.value)
-    return keyset_page(session, query, Ticket, TicketOut, cursor, limit, newest_first=True)
+    return _TICKETS.page(session, TicketOut, cursor, limit, scope=scope, account_id=account_id,
+                         status=status.value if status is not None else None, updated_since=updated_since)
 
 
 @router.get("/tickets/{ticket_id}", response_model=TicketDetailOut, responses=_PROBLEMS)

@@ -118,20 +118,16 @@ def decode_cursor(cursor: str | None) -> int | None:
     raise UserFacingError(f"invalid cursor {cursor!r}: pass the next_cursor of the previous page")
 
 
-def records(model):
-    """A select of every column of ``model`` under its attribute names: :func:`keyset_page` then
-    hands ``out.of`` plain records instead of ORM objects (a third of the CPU of a list page)."""
-    return select(*record_columns(model))
-
-
 def record_columns(model) -> list:
+    """Every column of ``model`` under its attribute names: selected, they give :func:`keyset_page`
+    and :class:`ListQuery` plain records instead of ORM objects (a third of the CPU of a list page)."""
     return [getattr(model, attr.key) for attr in inspect(model).column_attrs]
 
 
 def keyset_page(session: Session, query, model, out, cursor: str | None, limit: int,
                 newest_first: bool = False, attach=None) -> Response:
     """One page of ``query`` by id (ascending, or descending when ``newest_first``), as ``Page[out]``
-    JSON. ``query`` selects ``model`` objects, or columns (:func:`records`: rows with the attributes
+    JSON. ``query`` selects ``model`` objects, or columns (:func:`record_columns`: rows with the attributes
     ``out.of`` reads, no ORM objects to build; ``attach(session, records)`` then sets what else
     ``out.of`` reads, such as a child collection, in one query per page). The page is serialized here, once, by pydantic: FastAPI passes a
     ``Response`` through instead of validating the page again (in a worker thread) and encoding it
@@ -162,7 +158,7 @@ def _page_response(rows: list, out, limit: int) -> Response:
 
 
 class ListQuery:
-    """A list endpoint's records (:func:`records` or chosen columns of ``model``) filtered by
+    """A list endpoint's records (:func:`record_columns` or chosen columns of ``model``) filtered by
     ``filters``, keyset-paginated like :func:`keyset_page`: conditions on bound parameters named
     like the filters, so the statement of each combination of filters is built once and reused.
     Building a statement, its cache key and its result map for every request cost as much CPU as
@@ -220,16 +216,16 @@ def changed_since(query, model, since: dt.datetime | None):
     return query.where(model.updated_at >= since)
 
 
-def filter_accounts(query, parent_id: int | None = None, status: str | None = None, q: str | None = None):
-    """``GET /accounts`` filters: children of ``parent_id``, ``status``, ``q`` in the name or number."""
-    if parent_id is not None:
-        query = query.where(Account.parent_id == parent_id)
-    if status is not None:
-        query = query.where(Account.status == status)
-    if q:
-        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(or_(Account.name.ilike(pattern, escape="\\"), Account.number.ilike(pattern, escape="\\")))
-    return query
+# ``GET /accounts`` filters: children of ``parent_id``, ``status``, ``q`` in the name or number.
+_ACCOUNTS = ListQuery(Account, record_columns(Account), scope=Account.id == bindparam("scope"),
+                      parent_id=Account.parent_id == bindparam("parent_id"), status=Account.status == bindparam("status"),
+                      q=or_(Account.name.ilike(bindparam("q"), escape="\\"),
+                            Account.number.ilike(bindparam("q"), escape="\\")))
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` for a case-insensitive ``LIKE`` with ``\\`` as the escape character."""
+    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 @router.get("/accounts", response_model=Page[AccountOut], responses=_PROBLEMS)
@@ -241,10 +237,8 @@ def list_accounts(principal: Caller, session: DbSession, limit: Limit = 50, curs
                   = None):
     """Accounts by id; a customer token lists only its own account."""
     scope = account_scope(principal, "accounts:read")
-    query = filter_accounts(changed_since(records(Account), Account, updated_since), parent_id, status, q)
-    if scope is not None:
-        query = query.where(Account.id == scope)
-    return keyset_page(session, query, Account, AccountOut, cursor, limit)
+    return _ACCOUNTS.page(session, AccountOut, cursor, limit, scope=scope, parent_id=parent_id, status=status,
+                          q=like_pattern(q) if q else None, updated_since=updated_since)
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut, responses=_PROBLEMS)

@@ -214,12 +214,12 @@ def _sip(client, api) -> int:
 
 
 def test_account_list_filters(wb, sample):
-    """``filter_accounts``: the filters proposed for GET /accounts (parent_id, status, q on name or number)."""
-    import sqlalchemy as sa
+    """The filters of GET /accounts (parent_id, status, q on name or number), alone and combined."""
+    import json
 
-    from bluerocktel.api.routes import filter_accounts
+    from bluerocktel.api.routes import _ACCOUNTS, like_pattern
+    from bluerocktel.api.schemas import AccountOut
     from bluerocktel.crm.accounts import create_account, set_account_status
-    from bluerocktel.db.models import Account
 
     martin = sample.account_ids["martin"]
     with wb.db.transaction() as s:
@@ -228,7 +228,10 @@ def test_account_list_filters(wb, sample):
         set_account_status(s, annex, "suspended", actor="t")
     with wb.db.session() as s:
         def names(**filters):
-            return s.scalars(filter_accounts(sa.select(Account.name), **filters).order_by(Account.id)).all()
+            if "q" in filters:
+                filters["q"] = like_pattern(filters["q"])
+            page = _ACCOUNTS.page(s, AccountOut, None, 50, **filters)
+            return [item["name"] for item in json.loads(page.body)["items"]]
 
         assert names(parent_id=martin) == ["Martin 100% Bio"]
         assert names(q="MARTIN") == ["Boulangerie Martin", "Martin 100% Bio"]
@@ -237,3 +240,5 @@ def test_account_list_filters(wb, sample):
         assert names(q="100%") == ["Martin 100% Bio"]
         assert names(q="n%o") == [] and names(q="c_002") == []
         assert names(status="suspended") == ["Martin 100% Bio"]
+        assert names(q="martin", status="active") == ["Boulangerie Martin"]
+        assert names(q="martin", status="suspended", parent_id=martin) == ["Martin 100% Bio"]
