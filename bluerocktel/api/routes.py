@@ -43,16 +43,26 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request, committed when the route succeeds, else rolled back; a GET
     reads without one on a server database (:meth:`Database.read_session`). Opening it
     does no I/O (the connection is taken at the first query, in the route's worker thread), so it
-    runs on the event loop: one thread hop less per request; the commit runs in a worker thread."""
+    runs on the event loop: one thread hop less per request; the commit runs in a worker thread
+    (a read in autocommit has none: it ends on the loop)."""
     db = request.app.state.wb.db
-    session = db.read_session() if request.method in _READ_METHODS else db.session()
+    reading = request.method in _READ_METHODS
+    session = db.read_session() if reading else db.session()
     transaction = session.begin()
     try:
         yield session
     except BaseException:
-        await run_in_threadpool(_end, session, transaction.rollback)
+        await _finish(session, transaction.rollback, reading and db.reads_autocommit)
         raise
-    await run_in_threadpool(_end, session, transaction.commit)
+    await _finish(session, transaction.commit, reading and db.reads_autocommit)
+
+
+async def _finish(session: Session, finish, autocommit: bool) -> None:
+    """End the request's session; in autocommit there is no transaction to end, so no I/O: on the loop."""
+    if autocommit:
+        _end(session, finish)
+    else:
+        await run_in_threadpool(_end, session, finish)
 
 
 def _end(session: Session, finish) -> None:

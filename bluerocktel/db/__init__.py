@@ -68,7 +68,8 @@ class Database:
         # Reads without BEGIN and COMMIT: psycopg sends each as a round trip of its own, which
         # was a third of the statements of an API read (SQLite keeps its transactions).
         self._read_sessions = self._sessions
-        if not url.startswith("sqlite"):
+        self.reads_autocommit = not url.startswith("sqlite")
+        if self.reads_autocommit:
             self._read_sessions = sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"),
                                                expire_on_commit=False)
             event.listen(self._read_sessions, "before_flush", _refuse_writes)
