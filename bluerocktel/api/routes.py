@@ -22,6 +22,7 @@ from sqlalchemy import bindparam, inspect, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from bluerocktel.api.problems import ForbiddenError
+from bluerocktel.db import refuse_writes
 from bluerocktel.api.schemas import AccountOut, BillingRunOut, InvoiceDetailOut, InvoiceOut, Page
 from bluerocktel.db.models import Account, BillingRun, Invoice
 from bluerocktel.errors import NotFoundError, UserFacingError
@@ -58,9 +59,13 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
 
 
 async def _finish(session: Session, finish, autocommit: bool) -> None:
-    """End the request's session; in autocommit there is no transaction to end, so no I/O: on the loop."""
+    """End the request's session. In autocommit there is no transaction to end: the session is
+    closed on the loop (no I/O), without SQLAlchemy's commit steps (7 % of an API worker's CPU)."""
     if autocommit:
-        _end(session, finish)
+        try:
+            refuse_writes(session)
+        finally:
+            session.close()
     else:
         await run_in_threadpool(_end, session, finish)
 

@@ -53,7 +53,8 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def _refuse_writes(session: Session, _context, _instances) -> None:
+def refuse_writes(session: Session, *_event_args) -> None:
+    """Raise when a read session (:meth:`Database.read_session`) holds changes to write."""
     if session.new or session.dirty or session.deleted:
         raise RuntimeError("a read session may not write (it runs in autocommit): use Database.session()")
 
@@ -72,7 +73,7 @@ class Database:
         if self.reads_autocommit:
             self._read_sessions = sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"),
                                                expire_on_commit=False)
-            event.listen(self._read_sessions, "before_flush", _refuse_writes)
+            event.listen(self._read_sessions, "before_flush", refuse_writes)
 
     def session(self) -> Session:
         return self._sessions()
