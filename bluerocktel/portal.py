@@ -306,6 +306,12 @@ class PortalStore:
             inv = self._own_invoice(s, invoice_id)
             return resolve_document(self.wb, inv.pdf_path, f"invoice {inv.number}"), f"{inv.number}.pdf"
 
+    def invoice_annex_path(self, invoice_id: int) -> tuple[Path, str]:
+        """The call-detail annex of one of the account's invoices (:func:`invoice_annex`)."""
+        with self.wb.db.session() as s:
+            inv = self._own_invoice(s, invoice_id)
+        return invoice_annex(self.wb, inv)
+
     def _own_invoice(self, s, invoice_id: int) -> Invoice:
         inv = s.get(Invoice, invoice_id)
         if inv is None or inv.account_id != self.account_id:
@@ -443,6 +449,19 @@ def message_rows(s: Session, messages) -> list[MessageRow]:
         rows.append(MessageRow(m.id, author, user is not None and user.role in STAFF_ROLES, m.internal, m.body,
                                m.created_at))
     return rows
+
+
+def invoice_annex(wb: Workbench, invoice: Invoice) -> tuple[Path, str]:
+    """The call-detail annex of ``invoice`` and a download file name, rendered now when it has none
+    yet (then kept); NotFoundError for a credit note or a period without calls."""
+    from bluerocktel.documents.batch import render_annexes
+
+    if invoice.kind == InvoiceKind.CREDIT_NOTE:
+        raise NotFoundError(f"credit note {invoice.number} has no call detail")
+    path = render_annexes(wb, [invoice.id], workers=1).get(invoice.id)
+    if path is None:
+        raise NotFoundError(f"invoice {invoice.number} has no calls in its period")
+    return resolve_document(wb, path, f"the call detail of invoice {invoice.number}"), f"{invoice.number}-annex.pdf"
 
 
 def resolve_document(wb: Workbench, relative_path: str | None, what: str) -> Path:

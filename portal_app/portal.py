@@ -34,6 +34,7 @@ TEXTS = {
         "invoice": "Facture", "credit_note": "Avoir", "number": "Numéro", "type": "Type", "corrects": "Corrige",
         "period": "Période", "issued": "Émise le", "due_date": "Échéance", "total": "Total", "to_pay": "Reste dû",
         "status": "Statut", "no_invoice": "Aucune facture pour l'instant.",
+        "call_detail": "Détail des appels", "call_detail_link": "Télécharger",
         "standing": {"credit_note": "Avoir", "credited": "Annulée par avoir", "paid": "Payée",
                      "disputed": "Contestée", "overdue": "En retard", "partially_paid": "Partiellement payée",
                      "to_pay": "À payer"},
@@ -69,6 +70,7 @@ TEXTS = {
         "invoice": "Invoice", "credit_note": "Credit note", "number": "Number", "type": "Type",
         "corrects": "Corrects", "period": "Period", "issued": "Issued", "due_date": "Due", "total": "Total",
         "to_pay": "To pay", "status": "Status", "no_invoice": "No invoice yet.",
+        "call_detail": "Call detail", "call_detail_link": "Download",
         "standing": {"credit_note": "Credit note", "credited": "Cancelled by credit note", "paid": "Paid",
                      "disputed": "Disputed", "overdue": "Overdue", "partially_paid": "Partially paid",
                      "to_pay": "To pay"},
@@ -155,7 +157,7 @@ def invoices_view(store: PortalStore, money, texts: dict) -> pn.viewable.Viewabl
     if not rows:
         return pn.pane.HTML(f"<p style='padding:16px'>{texts['no_invoice']}</p>")
     columns = [texts[k] for k in ("number", "type", "corrects", "period", "issued", "due_date", "total", "to_pay",
-                                  "status")] + ["PDF"]
+                                  "status")] + ["PDF", texts["call_detail"]]
     is_note = {inv.id: inv.kind == "credit_note" for inv in rows}
     frame = pd.DataFrame([[
         inv.number,
@@ -168,13 +170,15 @@ def invoices_view(store: PortalStore, money, texts: dict) -> pn.viewable.Viewabl
         "" if is_note[inv.id] else money(inv.open_minor, inv.currency),
         texts["standing"][inv.standing],
         f"/portal/invoices/{inv.id}.pdf" if inv.has_pdf else "",
+        "" if is_note[inv.id] or not inv.has_pdf else f"/portal/invoices/{inv.id}-annex.pdf",
     ] for inv in rows], columns=columns)
     return pn.Column(
         section_title(f"{len(rows)} document{'s' if len(rows) != 1 else ''}"),
         pn.widgets.Tabulator(
             frame, show_index=False, disabled=True, sizing_mode="stretch_width", layout="fit_data_stretch",
             pagination="local", page_size=12, selectable=False,
-            formatters={"PDF": {"type": "link", "label": "Download PDF"}},
+            formatters={"PDF": {"type": "link", "label": "Download PDF"},
+                        texts["call_detail"]: {"type": "link", "label": texts["call_detail_link"]}},
             text_align={texts["total"]: "right", texts["to_pay"]: "right"},
         ),
         sizing_mode="stretch_width",

@@ -26,7 +26,7 @@ from bluerocktel.db import refuse_writes
 from bluerocktel.api.schemas import AccountOut, BillingRunOut, InvoiceDetailOut, InvoiceOut, Page
 from bluerocktel.db.models import Account, BillingRun, Invoice
 from bluerocktel.errors import NotFoundError, UserFacingError
-from bluerocktel.portal import resolve_document
+from bluerocktel.portal import invoice_annex, resolve_document
 from bluerocktel.security import AuthError, Principal, authenticate_token, can
 from bluerocktel.vocabulary import Role
 
@@ -319,6 +319,16 @@ def get_invoice_pdf(invoice_id: ObjectId, principal: Caller, session: DbSession,
     invoice = _visible_invoice(session, principal, invoice_id)
     path = resolve_document(request.app.state.wb, invoice.pdf_path, f"invoice {invoice.number}")
     return FileResponse(path, media_type="application/pdf", filename=f"{invoice.number}.pdf",
+                        headers={"Cache-Control": "private, no-store"})
+
+
+@router.get("/invoices/{invoice_id}/annex", response_class=FileResponse, responses={
+    **_PROBLEMS, 200: {"content": {"application/pdf": {}}, "description": "the call-detail annex (PDF)"}})
+def get_invoice_annex(invoice_id: ObjectId, principal: Caller, session: DbSession, request: Request):
+    """The calls of the invoice's period as rated when it was issued; rendered on the first request,
+    then kept. 404 for a credit note or a period without calls."""
+    path, filename = invoice_annex(request.app.state.wb, _visible_invoice(session, principal, invoice_id))
+    return FileResponse(path, media_type="application/pdf", filename=filename,
                         headers={"Cache-Control": "private, no-store"})
 
 

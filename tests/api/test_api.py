@@ -103,6 +103,23 @@ def test_invoice_pdf_download(client, sample, tokens):
     assert "FA-2026-000001.pdf" in r.headers["content-disposition"]
 
 
+def test_invoice_annex_is_rendered_on_first_download_then_kept(wb, client, sample, tokens):
+    from bluerocktel.db.models import Invoice
+
+    url = f"/api/v1/invoices/{sample.invoice_ids['martin']}/annex"
+    with wb.db.session() as s:
+        assert s.get(Invoice, sample.invoice_ids["martin"]).annex_path is None     # the cycle renders none
+    r = client.get(url, headers=bearer(tokens["alice"]))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    assert r.content.startswith(b"%PDF") and "FA-2026-000001-annex.pdf" in r.headers["content-disposition"]
+    with wb.db.session() as s:
+        kept = s.get(Invoice, sample.invoice_ids["martin"]).annex_path
+    assert kept and (wb.data_dir / kept).read_bytes() == r.content
+    assert client.get(url, headers=bearer(tokens["admin"])).content == r.content      # the same file, not rendered again
+    other = client.get(f"/api/v1/invoices/{sample.invoice_ids['durand']}/annex", headers=bearer(tokens["alice"]))
+    assert other.status_code == 404 and other.headers["content-type"] == PROBLEM
+
+
 def test_customer_token_sees_only_its_own_account(client, sample, tokens):
     h = bearer(tokens["alice"])
     accounts = client.get("/api/v1/accounts", headers=h).json()["items"]

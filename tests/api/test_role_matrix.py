@@ -75,6 +75,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/v1/invoices"): INVOICES | CUSTOMER,
     ("GET", "/api/v1/invoices/{invoice_id}"): INVOICES | CUSTOMER,
     ("GET", "/api/v1/invoices/{invoice_id}/pdf"): INVOICES | CUSTOMER,
+    ("GET", "/api/v1/invoices/{invoice_id}/annex"): INVOICES | CUSTOMER,
     ("GET", "/api/v1/invoices/{invoice_id}/facturx.xml"): INVOICES | CUSTOMER,
     ("POST", "/api/v1/invoices/{invoice_id}/status"): BILLING,
     ("POST", "/api/v1/invoices/{invoice_id}/credit-notes"): BILLING,

@@ -185,6 +185,15 @@ def test_portal_pdf_download_is_scoped(client, sample):
     assert other.status_code == 404 and b"AZ-2026" not in other.content
 
 
+def test_portal_call_detail_download_is_scoped(client, sample):
+    sign_in(client, "alice@martin.example")
+    own = client.get(f"{BRT}/portal/invoices/{sample.invoice_ids['martin']}-annex.pdf")
+    assert own.status_code == 200 and own.content.startswith(b"%PDF")
+    assert "FA-2026-000001-annex.pdf" in own.headers["content-disposition"]
+    other = client.get(f"{BRT}/portal/invoices/{sample.invoice_ids['durand']}-annex.pdf")
+    assert other.status_code == 404 and b"AZ-2026" not in other.content
+
+
 def test_logout_clears_the_cookie_and_is_audited(wb, client, sample):
     sign_in(client, "alice@martin.example")
     r = client.post(f"{BRT}/logout", follow_redirects=False)
