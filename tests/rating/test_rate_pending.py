@@ -215,3 +215,45 @@ def test_the_unrated_queue_is_rated_again_once_the_tariffs_change(wb):
     with wb.db.session() as s:
         runs = s.scalars(sa.select(AuditEntry).where(AuditEntry.action == "rating.run").order_by(AuditEntry.id)).all()
     assert [(e.details["reprocessed"], e.details["left_queue"]) for e in runs] == [(0, 0), (2, 1), (1, 1)]
+
+
+def test_a_month_with_nothing_new_is_not_selected_again(wb, monkeypatch):
+    """Once a run leaves a month with nothing pending, the next runs skip its selection query until
+    one of its files or the tariffs change; then they select it again and rate what is new."""
+    import bluerocktel.rating.pending as pending
+
+    seed(wb)
+    write_partition(wb.lake_dir, "cdrs", "2026-10", OCTOBER)
+    assert rate_pending(wb).considered == 5
+    selected = []
+    real = pending.pending_batches
+    monkeypatch.setattr(pending, "pending_batches", lambda con, lake, month, *a: selected.append(month) or
+                        real(con, lake, month, *a))
+    assert rate_pending(wb).considered == 0 and selected == []
+    late = cdr_table(cdr("+33145678901", start="2026-10-20 10:00", billsec_s=60))
+    write_partition(wb.lake_dir, "cdrs", "2026-10", late)
+    summary = rate_pending(wb)
+    assert selected == ["2026-10"] and summary.considered == 1 and summary.rated == 1
+    assert rate_pending(wb).considered == 0 and selected == ["2026-10"]
+
+
+def test_cdrs_imported_while_a_month_is_rated_are_rated_by_the_next_run(wb, monkeypatch):
+    import bluerocktel.rating.pending as pending
+
+    seed(wb)
+    write_partition(wb.lake_dir, "cdrs", "2026-10", OCTOBER)
+    real = pending.pending_batches
+    late = cdr_table(cdr("+33145678901", start="2026-10-20 10:00", billsec_s=60))
+
+    def import_meanwhile(con, lake, month, *args):
+        batches = real(con, lake, month, *args)
+        first = next(batches)               # the selection has read the month's files
+        write_partition(wb.lake_dir, "cdrs", "2026-10", late)
+        yield first
+        yield from batches
+
+    monkeypatch.setattr(pending, "pending_batches", import_meanwhile)
+    assert rate_pending(wb).considered == 5
+    monkeypatch.setattr(pending, "pending_batches", real)
+    assert rate_pending(wb).considered == 1
+    assert rate_pending(wb).considered == 0
