@@ -22,8 +22,8 @@ from sqlalchemy import bindparam, inspect, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from bluerocktel.api.problems import ForbiddenError
-from bluerocktel.db import refuse_writes
 from bluerocktel.api.schemas import AccountOut, BillingRunOut, InvoiceDetailOut, InvoiceOut, Page
+from bluerocktel.db import refuse_writes
 from bluerocktel.db.models import Account, BillingRun, Invoice
 from bluerocktel.errors import NotFoundError, UserFacingError
 from bluerocktel.portal import invoice_annex, resolve_document
@@ -183,7 +183,7 @@ class ListQuery:
     def __init__(self, model, columns, *, newest_first: bool = False, **filters):
         self.model, self.columns, self.newest_first = model, columns, newest_first
         self.filters = {**filters, "updated_since": model.updated_at >= bindparam("updated_since")}
-        self._statements: dict[tuple, object] = {}
+        self._statements: dict[frozenset, object] = {}
 
     def page(self, session: Session, out, cursor: str | None, limit: int, attach=None, **values) -> Response:
         """One page as ``Page[out]`` JSON; ``values`` by filter name, None for a filter not applied."""
