@@ -388,6 +388,8 @@ def _distinct(values: np.ndarray) -> np.ndarray:
     if len(values) == 0:
         return values
     low, high = int(values.min()), int(values.max())
+    if low == high:          # (often: one deck, one zone)
+        return values[:1].copy()
     if high - low < 4 * len(values) + 1024:
         return np.flatnonzero(np.bincount(values - low)) + low
     return np.unique(values)
@@ -427,20 +429,23 @@ def _encode_callees(callee: pa.ChunkedArray | pa.Array, digits: int) -> np.ndarr
     non-digit) *without* its 11**(18 - digits) scale; 0 (= no digit: only the prefix '' matches)
     for a callee without '+' or null. When no prefix has more than ``digits`` digits, every
     interval bound is a multiple of 11**(18 - digits), so the digits after them cannot change
-    the interval a number falls in. Read straight from the Arrow string buffers: one gather of
-    each callee's first ``digits + 1`` bytes, then one pass per digit position over bytes."""
+    the interval a number falls in. Read straight from the Arrow string buffers: each callee's
+    first ``digits + 1`` bytes gathered as 8-byte words read at any byte offset (3.5x faster
+    than a gather of byte windows), then one pass per digit position over bytes."""
     if isinstance(callee, pa.ChunkedArray):
         callee = callee.combine_chunks()
     n = len(callee)
     offsets = np.frombuffer(callee.buffers()[1], np.int32, n + 1, callee.offset * 4)
     data = callee.buffers()[2]
     data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
-    data = np.concatenate([data, np.zeros(digits + 1, np.uint8)])     # room to read past the last string
+    data = np.concatenate([data, np.zeros(digits + 8, np.uint8)])     # room to read past the last string
     start = offsets[:-1]
     length = offsets[1:] - start
     if callee.null_count:
         length = np.where(callee.is_valid().to_numpy(zero_copy_only=False), length, 0)
-    chars = np.lib.stride_tricks.sliding_window_view(data, digits + 1)[start].T.copy()   # (position, callee)
+    word_at = np.ndarray((len(data) - 7,), np.uint64, data, strides=(1,))    # word_at[i]: bytes i .. i + 7
+    words = np.stack([word_at[start + 8 * k] for k in range(-(-(digits + 1) // 8))], axis=1)
+    chars = words.view(np.uint8).T                                             # (position, callee)
     run = (chars[0] == ord("+")) & (length > 0)
     encoded = np.zeros(n, np.int32 if 11 ** digits < 2 ** 31 else np.int64)
     for j in range(1, digits + 1):
@@ -678,15 +683,15 @@ def _identification(prep: Prepared) -> None:
                      for n in sorted({len(t[0]) for t in trunks}, reverse=True)]
 
 
-def _identify(prep: Prepared, cdrs: pa.Table, start_us: np.ndarray, billable: np.ndarray
+def _identify(prep: Prepared, cdrs: pa.Table, start_us: np.ndarray, billable: np.ndarray, outbound: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray]:
     """Stage 1, per CDR: the pick of the identifier that says who pays (-1: none) and, for
     billable CDRs, the buy deck of the longest carrier trunk prefix of ``dst_channel`` (-1).
     Hash lookups in Arrow (a DuckDB join per kind cost twice as much), each over the rows
-    that earlier kinds left unidentified."""
+    that earlier kinds left unidentified. ``outbound``: the CDRs whose direction is out."""
     n = cdrs.num_rows
     ident = np.full(n, -1, np.int64)
-    directions: dict[str, np.ndarray] = {}
+    directions = {_OUT: outbound}
     for column, wanted, length, lookup in prep.who:
         if len(lookup.values) == 0:
             continue
@@ -917,8 +922,15 @@ def _price_start_band(prep: Prepared, legs: dict, exact_ints: bool) -> dict:
     c = {name: legs[name].astype(kind, copy=False) for name in _AMOUNT_COLS}
     c["iround"] = legs["iround"]
     q, fst, inc = c["q"], c["fst"], c["inc"]
-    # group 0 without an upper bound (as _billed_np with s_g = 0, s_next = none, g = 0)
-    b = np.where(q > 0, np.where(q <= fst, fst, fst + (q - fst + inc - 1) // inc * inc), 0)
+    # group 0 without an upper bound (as _billed_np with s_g = 0, s_next = none, g = 0), in place
+    b = np.maximum(q, fst) - fst
+    b += inc - 1
+    b //= inc
+    b *= inc
+    b += fst
+    none = q <= 0
+    if none.any():
+        b[none] = 0
     num, units, extent = c["p"] * b, b, b
     icost = None
     if c["iround"].any():
@@ -1158,9 +1170,11 @@ def _price_legs(prep: Prepared, legs: _Legs) -> dict:
     out["state"][no_band] = _NO_BAND
     out["missing_bid"][no_band] = c["bid0"][no_band]
     r = _price_start_band(prep, c, exact_ints)
-    for name in ("units", "price", "upico", "fbits"):
-        out[name] = np.where(no_band, 0, r[name])
-    extent = np.where(no_band, 0, r["extent"])
+    if no_band.any():
+        for name in ("units", "price", "upico", "fbits", "extent"):
+            r[name] = np.where(no_band, 0, r[name])
+    out.update({name: r[name] for name in ("units", "price", "upico", "fbits")})
+    extent = r["extent"]
     out["segment"][r["split"]] = np.arange(len(r["split"]))
     strings, segments = [pa.array(prep.band_names, pa.string())], [r["segments"]]
     slow = np.flatnonzero(~no_band & (c["t0_us"] + extent * c["tscale"] > c["iv_end"]))
@@ -1178,6 +1192,11 @@ def _price_legs(prep: Prepared, legs: _Legs) -> dict:
     out["strings"] = pa.concat_arrays(strings)
     out["segments"] = pa.concat_arrays(segments)
     return out
+
+
+def _with_default(values: np.ndarray, default: int) -> np.ndarray:
+    """``values`` and then ``default``: gathered by an index whose -1 means "none"."""
+    return np.append(values, np.array(default, values.dtype))
 
 
 def _bitmap(valid: np.ndarray) -> pa.Buffer | None:
@@ -1217,13 +1236,16 @@ class _Gather:
     """Rows ``index`` (-1: null) of small prepared columns. Arrow's ``take`` with null indices
     costs ~10 ns a row; this gathers with valid indices only (numpy for 64-bit columns, a
     chunked ``take`` for strings, which is faster than an array's) and attaches one validity
-    bitmap shared by all the columns."""
+    bitmap shared by all the columns. The string index (int32: ~15 % faster takes) is made
+    once for all the string columns of one length; an index without nulls is used as it is."""
 
     def __init__(self, index: np.ndarray):
         self.index = index
         valid = index >= 0
-        self.at = np.where(valid, index, 0)
-        self.validity = _bitmap(valid)
+        self.nulls = not valid.all()
+        self.at = np.maximum(index, 0) if self.nulls else index
+        self.validity = _bitmap(valid) if self.nulls else None
+        self.string_at: dict[int, pa.Array] = {}      # string column length -> index of a take
 
     def __call__(self, array: pa.Array | pa.ChunkedArray) -> pa.Array:
         n = len(self.index)
@@ -1234,8 +1256,10 @@ class _Gather:
         if array.null_count:
             return array.take(pa.array(self.at, mask=self.index < 0))
         if pa.types.is_string(array.type):      # null rows take an empty string appended at the end
-            taken = pa.chunked_array([array, pa.array([""], array.type)]).take(
-                np.where(self.index >= 0, self.index, len(array)))
+            if len(array) not in self.string_at:
+                at = np.where(self.index >= 0, self.index, len(array)) if self.nulls else self.index
+                self.string_at[len(array)] = pa.array(at.astype(np.int32, copy=False))
+            taken = pa.chunked_array([array, pa.array([""], array.type)]).take(self.string_at[len(array)])
             taken = taken.chunk(0) if taken.num_chunks == 1 else taken.combine_chunks()
             return pa.Array.from_buffers(array.type, n, [self.validity, *taken.buffers()[1:]], offset=taken.offset)
         if array.type.bit_width == 64:
@@ -1327,32 +1351,32 @@ def _price_part(prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at: dt.d
 
     # per CDR, vectorized: call type code, quantity, billable, answer instant
     ct = _np(pc.index_in(cdrs["call_type"], value_set=pa.array(_CALL_TYPES)))
-    billsec, units = np.maximum(_np(cdrs["billsec_s"].cast(pa.int64())), 0), np.maximum(_np(cdrs["units"]), 0)
-    # an unknown call type is billed on whatever quantity it has: unrated, never free
-    q = np.where(ct == 0, billsec, np.where(ct < 0, np.maximum(billsec, units), units))
-    billable = (_np(pc.and_kleene(pc.equal(cdrs["direction"], _OUT), pc.equal(cdrs["disposition"], _ANSWERED)))
-                .astype(bool) & (q > 0))
+    billsec = np.maximum(_np(cdrs["billsec_s"].cast(pa.int64())), 0)
+    if (ct == 0).all():       # (voice only: the usual batch)
+        q = billsec
+    else:                     # an unknown call type is billed on whatever quantity it has: unrated, never free
+        units = np.maximum(_np(cdrs["units"]), 0)
+        q = np.where(ct == 0, billsec, np.where(ct < 0, np.maximum(billsec, units), units))
+    outbound = _np(pc.equal(cdrs["direction"], _OUT)).astype(bool)
+    billable = outbound & _np(pc.equal(cdrs["disposition"], _ANSWERED)).astype(bool) & (q > 0)
     start_us = _np(cdrs["start_at"].cast(pa.int64()))
     answer_us = cdrs["answer_at"].cast(pa.int64())
-    t0 = np.where(answer_us.is_null().to_numpy(zero_copy_only=False), start_us, _np(answer_us))
+    t0 = (np.where(answer_us.is_null().to_numpy(zero_copy_only=False), start_us, _np(answer_us)) if answer_us.null_count
+          else _np(answer_us))
 
-    ident, buy_deck = _identify(prep, cdrs, start_us, billable)
+    ident, buy_deck = _identify(prep, cdrs, start_us, billable, outbound)
     assigned = ident >= 0
     billable &= assigned
-    if assigned.any():
-        tzk = np.where(assigned, a["ids_tzk"][np.maximum(ident, 0)], 0)
-        plan_deck = np.where(assigned, a["ids_deck"][np.maximum(ident, 0)], -1)
-    else:     # (also when there is no identifier at all)
-        tzk, plan_deck = np.zeros(n, np.int64), np.full(n, -1, np.int64)
+    tzk, plan_deck = _with_default(a["ids_tzk"], 0)[ident], _with_default(a["ids_deck"], -1)[ident]
 
     # which destination version prices each billable CDR, sell side (plan deck) and buy side
+    # (one call per side: a side's legs mostly share one deck, matched without splitting them)
     sell_try, buy_try = np.flatnonzero(billable & (plan_deck >= 0)), np.flatnonzero(billable & (buy_deck >= 0))
-    tries = np.concatenate([sell_try, buy_try])
-    encoded = _encode_callees(cdrs["callee"], a["max_plen"]) if len(tries) else np.zeros(n, np.int64)
-    vid = _match_versions(prep, np.concatenate([plan_deck[sell_try], buy_deck[buy_try]]),
-                          np.where(ct[tries] >= 0, ct[tries], 3), encoded[tries],
-                          start_us[tries])
-    sell_vid, buy_vid = vid[:len(sell_try)], vid[len(sell_try):]
+    encoded = (_encode_callees(cdrs["callee"], a["max_plen"]) if len(sell_try) or len(buy_try)
+               else np.zeros(n, np.int64))
+    type_code = np.where(ct >= 0, ct, 3)
+    sell_vid, buy_vid = (_match_versions(prep, deck[tried], type_code[tried], encoded[tried], start_us[tried])
+                         for deck, tried in ((plan_deck, sell_try), (buy_deck, buy_try)))
     sell_rid, buy_rid = sell_try[sell_vid >= 0], buy_try[buy_vid >= 0]
 
     # legs: sell legs then buy legs
@@ -1361,37 +1385,40 @@ def _price_part(prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at: dt.d
                        t0[rid], tzk[rid])
     res = _price_legs(prep, legs)
 
-    sell_leg, buy_leg = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
-    sell_leg[sell_rid] = np.arange(len(sell_rid))
-    buy_leg[buy_rid] = np.arange(len(buy_rid)) + len(sell_rid)
-    state = res["state"]
-    sell_ok = (sell_leg >= 0) & (state[np.maximum(sell_leg, 0)] == _OK) if len(state) else np.zeros(n, bool)
-    buy_ok = (buy_leg >= 0) & (state[np.maximum(buy_leg, 0)] == _OK) if len(state) else np.zeros(n, bool)
-    s_leg, b_leg = np.maximum(sell_leg, 0), np.maximum(buy_leg, 0)
+    # per CDR, its priced sell / buy leg (the sell legs are the first ``ns`` legs), else -1: each
+    # column gathers from its legs' results with the default appended (no masking pass)
+    ns = len(sell_rid)
+    ok = res["state"] == _OK
+    sell_leg = np.full(n, -1, np.int64)
+    sell_leg[sell_rid] = np.arange(ns)
+    sell_pick, buy_pick = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    sell_pick[sell_rid] = np.where(ok[:ns], np.arange(ns), -1)
+    buy_pick[buy_rid] = np.where(ok[ns:], np.arange(len(buy_rid)), -1)
 
-    def sell_col(name):
-        return res[name][s_leg] if len(state) else np.zeros(n, np.int64)
+    def sell_col(name, default):
+        return _with_default(res[name][:ns], default)[sell_pick]
 
+    def buy_col(name, default):
+        return _with_default(res[name][ns:], default)[buy_pick]
+
+    rated, buy_ok = sell_pick >= 0, buy_pick >= 0      # (legs are billable)
     free = assigned & ~billable
-    rated = billable & sell_ok
-    unrated = billable & ~sell_ok
-    price = np.where(rated, sell_col("price"), 0)
-    cost = res["price"][b_leg] if len(state) else np.zeros(n, np.int64)
+    unrated = billable & ~rated
+    price = sell_col("price", 0)
+    cost = buy_col("price", 0)
     margin_ok = rated & buy_ok
     margin = np.where(margin_ok, price - cost, 0)
-    fbits = np.where(rated, sell_col("fbits"), 0)
+    fbits = sell_col("fbits", 0)
     fbits |= np.where(billable & ~buy_ok, _FLAG_BITS[RatingFlag.NO_COST], 0)
     fbits |= np.where(margin_ok & (margin < 0), _FLAG_BITS[RatingFlag.NEGATIVE_MARGIN], 0)
-    units = np.where(rated, sell_col("units"), 0)
+    units = sell_col("units", 0)
     unpriced = ~(rated | free)                            # null price, units and amount
-    rate_row = np.where(rated, sell_col("ridx0"), -1)
-    cost_row = np.where(buy_ok, res["ridx0"][b_leg] if len(state) else -1, -1)
-    split_rows = np.flatnonzero(rated & (sell_col("segment") >= 0))
-    status = np.full(n, 0, np.int64)                      # codes into _STATUSES
-    status[free], status[rated], status[unrated] = 1, 2, 3
+    rate_row = sell_col("ridx0", -1)
+    cost_row = buy_col("ridx0", -1)
+    split_rows = np.flatnonzero(sell_col("segment", -1) >= 0)
+    status = assigned.astype(np.int8) + billable + unrated     # codes into _STATUSES (billable: assigned)
     rates = prep.rates
-    who = np.where(assigned, ident, -1)
-    by_who, by_rate, by_cost = _Gather(who), _Gather(rate_row), _Gather(cost_row)
+    by_who, by_rate, by_cost = _Gather(ident), _Gather(rate_row), _Gather(cost_row)
     priced = _bitmap(~unpriced)
     columns = {
         **{name: cdrs[name] for name in CDR_SCHEMA.names},
@@ -1399,12 +1426,12 @@ def _price_part(prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at: dt.d
         "rate_deck_id": by_rate(rates["deck_id"]), "rate_id": by_rate(rates["rate_id"]),
         "rate_valid_from": by_rate(rates["valid_from"]), "prefix": by_rate(rates["prefix"]),
         "destination": by_rate(rates["destination"]), "zone": by_rate(rates["zone"]),
-        "band": _Gather(np.where(rated, sell_col("band"), -1))(res["strings"]),
+        "band": _Gather(sell_col("band", -1))(res["strings"]),
         "segments": _strings_at(n, split_rows, res["segments"].take(pa.array(res["segment"][sell_leg[split_rows]]))),
         "first_increment": by_rate(rates["first_increment"]), "next_increment": by_rate(rates["next_increment"]),
         "billable_s": _masked(np.where(ct == 0, units, 0).astype(np.int32), priced, pa.int32()),
         "billable_units": _masked(units, priced),
-        "unrounded_pico": _masked(np.where(rated, sell_col("upico"), 0), priced),
+        "unrounded_pico": _masked(sell_col("upico", 0), priced),
         "price_micro": _masked(price, priced),
         "bundle_id": pa.nulls(n, pa.int64()), "bundle_units": pa.nulls(n, pa.int64()),
         "bundle_split": pa.nulls(n, pa.string()),
@@ -1413,9 +1440,9 @@ def _price_part(prep: Prepared, tariffs: Tariffs, cdrs: pa.Table, rated_at: dt.d
         "margin_micro": _masked(margin, _bitmap(margin_ok)),
         "flags": _Gather(fbits)(_FLAG_STRINGS),
         "rating_status": _Gather(status)(_STATUSES),
-        "rating_reason": _reasons(cdrs, prep, res, sell_leg, ct, unrated, assigned, plan_deck, who),
+        "rating_reason": _reasons(cdrs, prep, res, sell_leg, ct, unrated, assigned, plan_deck, ident),
         "tariff_version": pa.repeat(pa.scalar(tariffs.version), n),
-        "rated_at": pa.repeat(pa.scalar(rated_at, UTC_TS), n),
+        "rated_at": _masked(np.full(n, pa.scalar(rated_at, UTC_TS).value, np.int64), None, UTC_TS),
     }
     return pa.table({name: columns[name] for name in RATED_SCHEMA.names}).cast(RATED_SCHEMA)
 
@@ -1476,5 +1503,8 @@ def rate_batch(con, cdrs: pa.Table, tariffs: Tariffs, rated_at: dt.datetime, bun
     """Rate ``cdrs``: :func:`price_batch`, then the service bundles
     (:func:`bluerocktel.rating.bundles.apply_bundles`, which recomputes margin and flags of the
     rows it changes). ``bundle_used``: units of each service bundle consumed in each month by
-    earlier ratings (:data:`~bluerocktel.rating.bundles.BUNDLE_USED_SCHEMA`)."""
-    return apply_bundles(con, price_batch(con, cdrs, tariffs, rated_at), tariffs, bundle_used)
+    earlier ratings (:data:`~bluerocktel.rating.bundles.BUNDLE_USED_SCHEMA`). The bundles rewrite
+    the slices that :func:`price_batch` priced per core in the same threads."""
+    priced = price_batch(con, cdrs, tariffs, rated_at)
+    pool = _workers(1) if priced["rating_status"].num_chunks > 1 else None     # (one chunk per slice)
+    return apply_bundles(con, priced, tariffs, bundle_used, pool)
