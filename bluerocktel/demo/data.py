@@ -9,13 +9,13 @@ DEMO_PASSWORD = "demo-password-2026"
 """The password of every demo user (staff and customers). Demo data only: change it or drop the users."""
 
 BLUEROCK_LOGO = (
-    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 220 48" role="img" aria-label="BlueRock Télécom">'
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 280 48" role="img" aria-label="BlueRock Télécom">'
     '<path d="M6 40 L22 8 L38 40 Z" fill="#0b3d91"/><path d="M18 40 L30 18 L42 40 Z" fill="#3a7bd5"/>'
     '<text x="52" y="32" font-family="sans-serif" font-size="22" font-weight="700" fill="#0b3d91">'
     'BlueRock<tspan fill="#3a7bd5" font-weight="400"> Télécom</tspan></text></svg>'
 )
 AZUR_LOGO = (
-    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 200 48" role="img" aria-label="Azur Connect">'
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 235 48" role="img" aria-label="Azur Connect">'
     '<circle cx="24" cy="24" r="18" fill="#00a6a6"/><path d="M10 28 Q24 14 38 28" stroke="#ffd166" '
     'stroke-width="4" fill="none"/><text x="50" y="32" font-family="sans-serif" font-size="22" '
     'font-weight="700" fill="#006d77">Azur<tspan fill="#00a6a6"> Connect</tspan></text></svg>'

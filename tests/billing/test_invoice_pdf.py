@@ -2,10 +2,15 @@
 
 import datetime as dt
 import io
+import shutil
+import subprocess
 from decimal import Decimal
+from pathlib import Path
 
+import numpy as np
 import pypdf
 import pytest
+from PIL import Image
 
 from bluerocktel.db.models import Account, Brand, Invoice, InvoiceLine
 from bluerocktel.documents.invoice import logo_data_uri, render_invoice_html, render_invoice_pdf
@@ -91,3 +96,44 @@ def test_the_shared_stylesheet_takes_each_invoices_brand_colour():
     red, green = page_ops("#ff0000"), page_ops("#00ff00")
     assert b"1 0 0 rg" in red and b"1 0 0 rg" not in green
     assert b"0 1 0 rg" in green and b"0 1 0 rg" not in red
+
+
+def usage_line(position: int, description: str) -> InvoiceLine:
+    return InvoiceLine(position=position, kind="usage", description=description, quantity=Decimal(137), unit="call",
+                       unit_price_precise=None, amount_precise=Decimal("2.74"), amount_minor=274,
+                       vat_rate=Decimal("0.20"))
+
+
+def test_a_business_invoice_of_sixteen_lines_with_every_mention_fits_on_one_page():
+    # The demo's business invoices: a few refund lines that wrap, a dozen usage zones, the SEPA or
+    # transfer line, the penalty, €40 indemnity and no-discount mentions: one page, not a footer alone on page 2.
+    invoice = make_invoice()
+    invoice.lines = [usage_line(i, f"Remboursement Accès fibre FTTH Pro 1 Gb/s — Fibre FTTH Pro — 11 rue Nationale, "
+                                   f"Nanterre, du 24/10/2026 au 31/10/2026 (prorata 8/31 jours) {i}") for i in (1, 2, 3)]
+    invoice.lines += [usage_line(i, f"Communications zone_{i} : 137 appels, 220 min 58 s") for i in range(4, 17)]
+    invoice.subtotal_minor, invoice.vat_minor, invoice.total_minor = 16 * 274, 877, 16 * 274 + 877
+    pdf = render_invoice_pdf(invoice)
+    assert len(pypdf.PdfReader(io.BytesIO(pdf)).pages) == 1
+    text = pdf_text(pdf)
+    assert "zone_16" in text and "Total TTC 52,61 €" in text and "40 €" in text
+
+
+def green_box(png: Path) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) pixels of the pure green drawn on the page."""
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    ys, xs = np.nonzero((rgb[..., 1] > 200) & (rgb[..., 0] < 60) & (rgb[..., 2] < 60))
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="pdftoppm (poppler-utils) is not installed")
+def test_a_wide_logo_with_only_a_viewbox_is_drawn_whole_within_60_by_18_mm(tmp_path):
+    # A logo without width/height (as brands upload them) keeps its proportions, scaled down into the
+    # 60 × 18 mm logo box (invoice.css), neither cut nor stretched.
+    logo = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 220 48"><rect width="220" height="48" fill="#00ff00"/></svg>'
+    (tmp_path / "invoice.pdf").write_bytes(render_invoice_pdf(make_invoice(logo=logo)))
+    subprocess.run(["pdftoppm", "-r", "144", "-f", "1", "-l", "1", "-png", "-singlefile", str(tmp_path / "invoice.pdf"),
+                    str(tmp_path / "page")], check=True)
+    left, top, right, bottom = green_box(tmp_path / "page.png")
+    width_mm, height_mm = (right - left) * 25.4 / 144, (bottom - top) * 25.4 / 144
+    assert width_mm / height_mm == pytest.approx(220 / 48, rel=0.03)
+    assert width_mm == pytest.approx(60, abs=1) and height_mm <= 18
