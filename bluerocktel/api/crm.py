@@ -102,7 +102,7 @@ _SERVICES = ListQuery(Service, record_columns(Service), scope=Service.account_id
 
 @router.get("/services", response_model=Page[ServiceOut],
             responses=_PROBLEMS)
-def list_services(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
+async def list_services(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
                   account_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                   status: Annotated[str | None, Query(description="ordered, active, suspended, terminated")] = None,
                   updated_since: UpdatedSince = None):
@@ -235,7 +235,7 @@ _TICKETS = ListQuery(Ticket, record_columns(Ticket), newest_first=True, scope=Ti
 
 @router.get("/tickets", response_model=Page[TicketOut],
             responses=_PROBLEMS)
-def list_tickets(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
+async def list_tickets(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
                  account_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                  status: Annotated[TicketStatus | None, Query()] = None, updated_since: UpdatedSince = None):
     """Tickets, newest first; a customer token lists its own account's."""

@@ -43,22 +43,23 @@ _READ_METHODS = frozenset({"GET", "HEAD"})
 async def db_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request, committed when the route succeeds, else rolled back; a GET
     reads without one on a server database (:meth:`Database.read_session`). Opening it
-    does no I/O (the connection is taken at the first query, in the route's worker thread), so it
-    runs on the event loop: one thread hop less per request; the commit runs in a worker thread
-    (a read in autocommit has none: it ends on the loop)."""
+    does no I/O (the connection is taken at the first query), so it runs on the event loop: one
+    thread hop less per request. A write's commit runs in a worker thread; a read ends on the loop
+    (autocommit: nothing to end; SQLite: the commit of a read-only transaction, no disk write)."""
     db = request.app.state.wb.db
     reading = request.method in _READ_METHODS
     session = db.read_session() if reading else db.session()
     transaction = session.begin()
+    autocommit = reading and db.reads_autocommit
     try:
         yield session
     except BaseException:
-        await _finish(session, transaction.rollback, reading and db.reads_autocommit)
+        await _finish(session, transaction.rollback, reading, autocommit)
         raise
-    await _finish(session, transaction.commit, reading and db.reads_autocommit)
+    await _finish(session, transaction.commit, reading, autocommit)
 
 
-async def _finish(session: Session, finish, autocommit: bool) -> None:
+async def _finish(session: Session, finish, reading: bool, autocommit: bool) -> None:
     """End the request's session. In autocommit there is no transaction to end: the session is
     closed on the loop (no I/O), without SQLAlchemy's commit steps (7 % of an API worker's CPU)."""
     if autocommit:
@@ -66,6 +67,8 @@ async def _finish(session: Session, finish, autocommit: bool) -> None:
             refuse_writes(session)
         finally:
             session.close()
+    elif reading:
+        _end(session, finish)
     else:
         await run_in_threadpool(_end, session, finish)
 
@@ -80,11 +83,16 @@ def _end(session: Session, finish) -> None:
 DbSession = Annotated[Session, Depends(db_session)]
 
 
-def current_principal(request: Request, session: DbSession) -> Principal:
+async def current_principal(request: Request, session: DbSession) -> Principal:
     """The caller of a bearer token (one query, in the request's transaction), then charged one
     request of its rate limit (:mod:`bluerocktel.api.ratelimit`). The token's ``last_used_at``,
     when a minute old, is written by ``app.state.token_usage`` in a transaction of its own, off the
-    request: the write never holds a lock (or SQLite's write lock) during a request."""
+    request: the write never holds a lock (or SQLite's write lock) during a request.
+
+    It runs on the event loop, not in a worker thread: the lookup is one indexed read of well under
+    a millisecond, and :class:`~bluerocktel.api.concurrency.ApiConcurrencyLimit` keeps the API's
+    requests to half the connection pool, so taking a connection here does not wait. Handing work
+    to anyio's worker threads cost more than the lookup (~14 % of a worker's CPU under load, py-spy)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -178,7 +186,11 @@ class ListQuery:
     like the filters, so the statement of each combination of filters is built once and reused.
     Building a statement, its cache key and its result map for every request cost as much CPU as
     running it (0.58 ms of 1.29 ms for the invoice list, measured on PostgreSQL).
-    ``updated_since`` is always a filter (:data:`UpdatedSince`)."""
+    ``updated_since`` is always a filter (:data:`UpdatedSince`).
+
+    The list routes built on it are ``async def``: a page (at most 500 rows, by an index) is read
+    on the event loop like the token (:func:`current_principal`), so such a GET makes no thread hop
+    (invoice list on PostgreSQL: 3.7 → 2.6 ms of server CPU per request, 436 → 633 req/s)."""
 
     def __init__(self, model, columns, *, newest_first: bool = False, **filters):
         self.model, self.columns, self.newest_first = model, columns, newest_first
@@ -244,7 +256,7 @@ def like_pattern(text: str) -> str:
 
 
 @router.get("/accounts", response_model=Page[AccountOut], responses=_PROBLEMS)
-def list_accounts(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
+async def list_accounts(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
                   updated_since: UpdatedSince = None,
                   parent_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="children of this account")] = None,
                   status: Annotated[Literal["active", "suspended", "closed"] | None, Query()] = None,
@@ -279,7 +291,7 @@ _INVOICES = ListQuery(Invoice, (Invoice.id, Invoice.number, Invoice.kind, Invoic
 
 
 @router.get("/invoices", response_model=Page[InvoiceOut], responses=_PROBLEMS)
-def list_invoices(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
+async def list_invoices(principal: Caller, session: DbSession, limit: Limit = 50, cursor: Cursor = None,
                   account_id: Annotated[int | None, Query(ge=1, le=MAX_ID,
                                                           description="only this account's invoices")] = None,
                   period: Annotated[str | None, Query(description="billing period YYYY-MM (its first day)")] = None,

@@ -64,3 +64,35 @@ def test_sixty_concurrent_reads_and_idempotent_writes_all_succeed(app, wb, sampl
     assert sorted({r.status_code for r in responses}) == [200, 201], [r.text[:200] for r in responses
                                                                        if r.status_code >= 300][:3]
     assert sum(r.status_code == 201 for r in responses) == 30
+
+
+def test_the_token_lookup_and_list_pages_make_no_thread_hop(app, wb, sample, monkeypatch):
+    """The token lookup, the list GETs and the end of a read run on the event loop (a hand-off to a
+    worker thread cost more than their queries); a route that is not a list still runs in a worker thread."""
+    import anyio.to_thread
+
+    token = make_token(wb, sample.user_ids["admin"])
+    hops: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(func, *args, **kwargs):
+        hops.append(repr(func))
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+
+    async def get(path):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://portal.bluerock.localhost",
+                                     headers={"Authorization": f"Bearer {token}"}) as client:
+            return await client.get(path)
+
+    for path in ("/api/v1/invoices", "/api/v1/accounts", "/api/v1/services", "/api/v1/tickets"):
+        hops.clear()
+        response = asyncio.run(get(path))
+        assert response.status_code == 200, path
+        assert hops == [], (path, hops)
+    account_id = asyncio.run(get("/api/v1/accounts")).json()["items"][0]["id"]
+    hops.clear()
+    assert asyncio.run(get(f"/api/v1/accounts/{account_id}")).status_code == 200
+    assert any("get_account" in hop for hop in hops), hops          # the hook sees worker-thread hand-offs
