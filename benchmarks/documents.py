@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/documents.py [--invoices 40] [--runs 3]
 
 Invoices: in-memory ORM objects (no database), 5 lines each (subscription, two usage zones, a
-one-off charge, a discount), FR 20 %. Each is prepared once (HTML + CII XML, the main process's
-share); the timed part is what ``documents/batch.py`` runs in its workers (``render_job``): the
-Factur-X PDF/A-3b (WeasyPrint, the CII XSD-checked and attached), in processes prepared by
+one-off charge, a discount), FR 20 %, the demo brand's SVG logo. Each is prepared once (printed
+strings + CII XML, the main process's share); the timed part is what ``documents/batch.py`` runs
+in its workers (``render_job``): the Factur-X PDF/A-3b (ReportLab page, logo placed, PDF/A and
+the XSD-checked CII added by pikepdf), in processes prepared by
 ``prepare_pdf_worker`` (the 1-worker figure prepares this process; the 2-worker one uses spawned
 processes with it as initializer, warmed up by one invoice each), as in a billing run that
 renders thousands. ``--profile`` prints where one worker's CPU goes instead (cProfile, cumulative).
@@ -27,11 +28,12 @@ from concurrent.futures import ProcessPoolExecutor
 from decimal import Decimal
 
 from bluerocktel.db.models import Account, Brand, Invoice, InvoiceLine
+from bluerocktel.demo.data import BLUEROCK_LOGO
 from bluerocktel.documents.annex import AnnexCall, AnnexHeader, render_call_annex
 from bluerocktel.documents.batch import RenderJob, render_job
 from bluerocktel.documents.content import invoice_content
 from bluerocktel.documents.facturx import cii_xml
-from bluerocktel.documents.invoice import prepare_pdf_worker, render_content_html
+from bluerocktel.documents.invoice import invoice_page, prepare_pdf_worker
 from bluerocktel.documents.parties import party_snapshot_buyer, party_snapshot_seller
 
 UTC = dt.UTC
@@ -44,7 +46,7 @@ def build_invoice(n: int) -> Invoice:
                   siret="91234567800017", vat_number="FR40912345678", legal_form="SAS", share_capital="50 000 €",
                   rcs="RCS Lyon 912 345 678", address="12 quai Rambaud", postcode="69002", city="Lyon",
                   country="FR", iban="FR7630006000011234567890189", bic="AGRIFRPP", late_penalty_rate=Decimal("0.12"),
-                  primary_color="#0b3d91", accent_color="#f5a623")
+                  primary_color="#0b3d91", accent_color="#f5a623", logo_svg=BLUEROCK_LOGO)
     account = Account(id=n, number=f"C{n:06d}", name=f"Client {n} SARL", kind="business", address="3 place du Marché",
                       postcode="69001", city="Lyon", country="FR", language="fr", vat_regime="fr",
                       vat_number="FR44999999999", siren="999999999", payment_method="transfer")
@@ -68,7 +70,7 @@ def build_invoice(n: int) -> Invoice:
 def prepare(n: int) -> RenderJob:
     invoice = build_invoice(n)
     content = invoice_content(invoice)
-    return RenderJob(n, invoice.number, render_content_html(content, invoice.brand), cii_xml(content), [],
+    return RenderJob(n, invoice.number, invoice_page(content, invoice.brand), cii_xml(content), [],
                      HEADER)
 
 
@@ -136,7 +138,7 @@ def main() -> None:
     for workers in (1, 2):
         rate, cpu_rate = invoices_per_second(jobs, workers, args.runs)
         per_cpu = f" ({cpu_rate:.1f} per CPU second)" if cpu_rate else ""
-        print(f"Factur-X PDF (WeasyPrint PDF/A-3b + CII XSD-checked and attached), {workers} worker(s): "
+        print(f"Factur-X PDF (ReportLab page, PDF/A-3b + CII XSD-checked and attached by pikepdf), {workers} worker(s): "
               f"{rate:.1f} invoices/s{per_cpu}")
     for calls in (100, 1000):
         rate, cpu_rate, pages = annex_pages_per_second(calls, args.runs)

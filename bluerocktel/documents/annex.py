@@ -1,11 +1,12 @@
 """Call-detail annex: every rated call of an invoice's period, in a separate fast PDF (ReportLab).
 
-WeasyPrint renders 1,000 table rows at about 0.47 documents/s (DESIGN.md §6), so the call detail
-is not part of the invoice PDF: this module draws it with the ReportLab canvas (plain strings, the DejaVu font for
-€ and accents, brand colours). The calls are the lake's ``rated`` rows of the account whose call
-started in ``[period_start, period_end)`` (UTC, like the usage lines), one row per ``cdr_id`` with
-its latest rating (the rule of ``billing/usage.py``) as of the invoice's ``created_at`` (so an annex
-rendered later, on demand, still lists the calls as invoiced), times shown in the account's time zone.
+The call detail is a document of its own, drawn with the ReportLab canvas (plain strings, the
+DejaVu font for € and accents, ``fonts.printable`` for what it cannot draw, brand colours): a
+table of 1,000 calls costs HTML renderers seconds (WeasyPrint: 0.47 documents/s, DESIGN.md §6).
+The calls are the lake's ``rated`` rows of the account whose call started in ``[period_start,
+period_end)`` (UTC, like the usage lines), one row per ``cdr_id`` with its latest rating (the
+rule of ``billing/usage.py``) as of the invoice's ``created_at`` (so an annex rendered later, on
+demand, still lists the calls as invoiced), times shown in the account's time zone.
 The billing cycle does not render annexes: :func:`bluerocktel.documents.batch.render_annexes` does,
 when an e-mail attaches one or a download asks for it, and keeps it.
 """
@@ -15,20 +16,19 @@ from __future__ import annotations
 import datetime as dt
 import io
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from bluerocktel import lake
 from bluerocktel.db.models import Invoice
 from bluerocktel.documents.content import language_of
+from bluerocktel.documents.fonts import printable, register_fonts
 from bluerocktel.documents.formatting import format_date, format_decimal, format_price
 from bluerocktel.documents.invoice import brand_color
 from bluerocktel.money import from_micro
 from bluerocktel.vocabulary import InvoiceKind
 from bluerocktel.workbench import Workbench
 
-FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/dejavu"))
 COLUMNS = {  # key: (width mm, align)
     "date": (20, "L"), "time": (15, "L"), "caller": (30, "L"), "callee": (30, "L"),
     "destination": (39, "L"), "duration": (18, "R"), "billed": (14, "R"), "price": (20, "R"),
@@ -155,7 +155,7 @@ def render_call_annex(calls: list[AnnexCall], header: AnnexHeader) -> bytes:
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen.canvas import Canvas
 
-    regular, bold = _fonts()
+    regular, bold = register_fonts()
     t = LABELS[header.language]
     tz = ZoneInfo(header.timezone)
     primary, accent = _rgb(header.primary_color), _rgb(header.accent_color)
@@ -174,7 +174,7 @@ def render_call_annex(calls: list[AnnexCall], header: AnnexHeader) -> bytes:
         pdf.rect(0, height - 18 * MM, width, 18 * MM, stroke=0, fill=1)
         pdf.setFillColorRGB(1, 1, 1)
         pdf.setFont(bold, 12)
-        pdf.drawString(MARGIN, height - 11 * MM, header.brand_name)
+        pdf.drawString(MARGIN, height - 11 * MM, printable(header.brand_name))
         pdf.setFont(regular, 9)
         pdf.drawRightString(width - MARGIN, height - 11 * MM,
                             f"{t['title']} — {t['invoice']} {header.number} — {period}")
@@ -288,17 +288,6 @@ class _TextRows:
             self.ops = []
 
 
-@lru_cache(maxsize=1)
-def _fonts() -> tuple[str, str]:
-    """Register DejaVu Sans (regular, bold) with ReportLab once per process; their names."""
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.ttfonts import TTFont
-
-    for name, file in (("DejaVu", "DejaVuSans.ttf"), ("DejaVu-Bold", "DejaVuSans-Bold.ttf")):
-        pdfmetrics.registerFont(TTFont(name, str(_font(file))))
-    return "DejaVu", "DejaVu-Bold"
-
-
 def _cells(call: AnnexCall, tz: ZoneInfo, header: AnnexHeader) -> dict[str, str]:
     local = call.start_at.astimezone(tz)
     if call.call_type == "voice":
@@ -306,7 +295,8 @@ def _cells(call: AnnexCall, tz: ZoneInfo, header: AnnexHeader) -> dict[str, str]
     else:
         duration, billed = call.call_type, format_decimal(call.billable_units, header.language)
     return {"date": format_date(local.date(), header.language), "time": local.strftime("%H:%M:%S"),
-            "caller": call.caller, "callee": call.callee, "destination": call.destination[:26],
+            "caller": printable(call.caller), "callee": printable(call.callee),
+            "destination": printable(call.destination[:26]),
             "duration": duration, "billed": billed,
             "price": _micro_price(call.price_micro, header)}
 
@@ -328,11 +318,3 @@ def _rgb(color: str) -> tuple[float, float, float]:
     if len(text) == 3:
         text = "".join(c * 2 for c in text)
     return int(text[0:2], 16) / 255, int(text[2:4], 16) / 255, int(text[4:6], 16) / 255
-
-
-def _font(name: str) -> Path:
-    for folder in FONT_DIRS:
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"font {name} not found in {', '.join(map(str, FONT_DIRS))} "
-                            f"(Debian package fonts-dejavu-core)")

@@ -1,12 +1,13 @@
 """Render the documents of many invoices: Factur-X PDF/A-3b and call-detail annex, in parallel.
 
-For each invoice: HTML → PDF/A-3b (WeasyPrint) → Factur-X CII embedded (checked against the
-XSD; the schematron is for tests and on-demand checks, too slow for the hot path) →
+For each invoice: the printed page (ReportLab) → PDF/A-3b with the Factur-X CII embedded
+(pikepdf; the CII checked against the XSD, the schematron being for tests and on-demand checks,
+too slow for the hot path) →
 ``documents/invoices/<number>.pdf``, and the call-detail annex (ReportLab) →
 ``documents/invoices/<number>-annex.pdf`` when the period has calls.
 
-The main process reads the database (and the lake for the annex rows) and builds the HTML and
-the XML (about 1.5 ms an invoice); worker processes render and write the files atomically (temp
+The main process reads the database (and the lake for the annex rows) and builds the page's
+strings and the XML (about 1.5 ms an invoice); worker processes render and write the files atomically (temp
 file, fsync, rename); the main process records ``pdf_path`` / ``annex_path`` batch by batch. An
 interrupted run leaves finished documents with their paths, and maybe a few finished files
 without a path, which the next run renders again.
@@ -37,7 +38,7 @@ from bluerocktel.db.models import Invoice
 from bluerocktel.documents.annex import AnnexCall, AnnexHeader, annex_header, read_annex_calls, render_call_annex
 from bluerocktel.documents.content import invoice_content
 from bluerocktel.documents.facturx import cii_xml
-from bluerocktel.documents.invoice import html_to_pdf, prepare_pdf_worker, render_content_html
+from bluerocktel.documents.invoice import InvoicePage, invoice_page, page_to_pdf, prepare_pdf_worker
 from bluerocktel.errors import NotFoundError
 from bluerocktel.vocabulary import InvoiceKind
 from bluerocktel.workbench import Workbench
@@ -55,7 +56,7 @@ class RenderJob:
 
     invoice_id: int
     number: str
-    html: str | None                    # None: no invoice PDF wanted
+    page: InvoicePage | None            # None: no invoice PDF wanted
     xml: bytes | None
     annex_calls: list[AnnexCall]        # empty: no annex
     annex_header: AnnexHeader | None
@@ -192,7 +193,7 @@ class DocumentPipeline:
 
 
 def prepare_jobs(wb: Workbench, invoice_ids: list[int], *, pdf: bool = True, annex: bool = True) -> list[RenderJob]:
-    """HTML and CII XML (``pdf``), annex rows (``annex``) of the invoices, in the order of ``invoice_ids``."""
+    """Printed page and CII XML (``pdf``), annex rows (``annex``) of the invoices, in the order of ``invoice_ids``."""
     with wb.db.session() as s:
         invoices = {inv.id: inv for inv in s.scalars(
             sa.select(Invoice).where(Invoice.id.in_(invoice_ids))
@@ -205,8 +206,8 @@ def prepare_jobs(wb: Workbench, invoice_ids: list[int], *, pdf: bool = True, ann
         for invoice_id in invoice_ids:
             invoice = invoices[invoice_id]
             content = invoice_content(invoice)
-            html, xml = (render_content_html(content, invoice.brand), cii_xml(content)) if pdf else (None, None)
-            jobs.append(RenderJob(invoice_id, invoice.number, html, xml,
+            page, xml = (invoice_page(content, invoice.brand), cii_xml(content)) if pdf else (None, None)
+            jobs.append(RenderJob(invoice_id, invoice.number, page, xml,
                                   calls.get(invoice.id, []), annex_header(invoice) if annex else None))
     return jobs
 
@@ -228,7 +229,7 @@ def _annex_calls(wb: Workbench, invoices: list[Invoice]) -> dict[int, list[Annex
 def render_job(job: RenderJob) -> tuple[bytes | None, bytes | None]:
     """(Factur-X PDF, annex PDF) of one prepared invoice, each None when not wanted or, for the
     annex, without calls; runs in worker processes."""
-    pdf = None if job.html is None else html_to_pdf(job.html, job.xml)
+    pdf = None if job.page is None else page_to_pdf(job.page, job.xml)
     annex = render_call_annex(job.annex_calls, job.annex_header) if job.annex_calls else None
     return pdf, annex
 

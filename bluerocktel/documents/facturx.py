@@ -6,14 +6,12 @@ credited invoice). Every amount is the stored integer minor amount written with 
 decimals, so the XML totals are the database totals; the VAT breakdown is the one the invoice
 was issued with (per rate, rounded per rate), which is what BR-CO-14/17 check.
 
-A Factur-X PDF is a PDF/A-3b (WeasyPrint's, DESIGN.md §6) with the XML attached as
-``factur-x.xml`` (relationship ``Data``) and declared in the XMP metadata (the ``fx:`` extension
-schema below). The invoice renderer writes both in the same pass as the page
-(``invoice.html_to_pdf(html, facturx_xml=...)``, after :func:`check_facturx_xsd`);
-:func:`embed_facturx` attaches the XML to a PDF made elsewhere with the ``factur-x`` package, which
-reads and rewrites the whole file: 8 ms an invoice, 11 ms with the package's own XSD check (it
-parses the XSD each time; :func:`check_facturx_xsd` takes 0.1 ms), against nothing measurable
-when WeasyPrint attaches it while writing (measured, benchmark invoice, loaded 2-core machine).
+A Factur-X PDF is a PDF/A-3b with the XML attached as ``factur-x.xml`` (relationship ``Data``)
+and declared in the XMP metadata (the ``fx:`` extension schema below). The invoice renderer adds
+both while it finishes the PDF (``invoice.page_to_pdf(page, facturx_xml)``, after
+:func:`check_facturx_xsd`, see ``pdfa.py``); :func:`embed_facturx` attaches the XML to a PDF/A-3b
+made elsewhere with the ``factur-x`` package, which parses the XSD again each time (11 ms an
+invoice with its check; :func:`check_facturx_xsd` takes 0.1 ms).
 """
 
 from __future__ import annotations

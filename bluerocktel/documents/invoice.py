@@ -1,4 +1,4 @@
-"""The branded invoice or credit-note PDF (WeasyPrint, PDF/A-3b so that Factur-X can be embedded).
+"""The branded invoice or credit-note PDF: ReportLab draws the page, pikepdf makes it a PDF/A-3b (Factur-X).
 
 :func:`render_invoice_pdf` takes an issued :class:`~bluerocktel.db.models.Invoice` whose
 ``brand``, ``account`` and ``lines`` are loaded (and attached to a session for a credit note,
@@ -6,19 +6,15 @@ to name the credited invoice) and returns the PDF bytes, in the invoice's langua
 English). It prints what French law asks of an invoice: both parties' identities (legal form,
 share capital, SIRET/SIREN, RCS, VAT numbers), number, dates, period, VAT per rate, the
 reverse-charge or export mention, the late-penalty rate, the €40 recovery indemnity (businesses)
-and how to pay; the texts come from :mod:`bluerocktel.documents.content`. No call detail here
-(DESIGN.md §6: tables are WeasyPrint's slow path, see ``annex.py``); the template is
-``templates/invoice.html``, styled by ``templates/invoice.css``.
+and how to pay; the texts come from :mod:`bluerocktel.documents.content`. The call detail is a
+separate document (``annex.py``).
 
-Rendering cost is WeasyPrint's, roughly proportional to lines of text and boxes, so the template
-is lean (few elements, fixed-layout tables, one font family) and WeasyPrint is set up once per
-thread for many documents (``weasyprint_engine.py``: parsed stylesheets, fonts, a user-agent
-stylesheet cut to the template's elements, expat parsing). :func:`html_to_pdf` with the CII
-writes the Factur-X PDF in the same pass. Worker processes that render many invoices start with
-:func:`prepare_pdf_worker`.
-
-Only ``data:`` URLs are fetched while rendering (the logo is inlined as a data URI), so a
-brand's SVG can never make the renderer read a file or call the network.
+Two steps, so that a billing run can render thousands of invoices: :func:`invoice_page` turns
+the invoice's content into the printed strings (an :class:`InvoicePage`, cheap and picklable,
+made in the main process), then :func:`page_to_pdf` draws them (``invoice_canvas.py``) and
+finishes the file as PDF/A-3b with the Factur-X XML attached (``pdfa.py``), in worker processes.
+This costs about a tenth of what the earlier HTML page cost WeasyPrint (README, design notes);
+WeasyPrint still draws the brand's SVG logo, once per brand and process (``logo.py``).
 """
 
 from __future__ import annotations
@@ -26,8 +22,7 @@ from __future__ import annotations
 import base64
 import gc
 import re
-from functools import lru_cache
-from pathlib import Path
+from dataclasses import dataclass
 
 from bluerocktel.db.models import Brand, Invoice
 from bluerocktel.documents.content import InvoiceContent, invoice_content
@@ -41,7 +36,6 @@ from bluerocktel.documents.formatting import (
 from bluerocktel.documents.parties import address_lines, siren_of
 from bluerocktel.money import format_minor
 
-TEMPLATES_DIR = Path(__file__).parent / "templates"
 DEFAULT_COLORS = ("#0b3d91", "#f5a623")          # primary, accent
 _COLOR_RE = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 
@@ -72,6 +66,37 @@ LABELS = {
 }
 
 
+@dataclass(frozen=True)
+class Party:
+    heading: str
+    name: str
+    lines: tuple[str, ...]          # address, then legal identity
+
+
+@dataclass(frozen=True)
+class InvoicePage:
+    """Every string an invoice PDF prints, formatted for its language, and how it looks (brand)."""
+
+    language: str
+    document_title: str             # "Facture FA-2026-000123": the PDF's title
+    author: str                     # the seller
+    brand_name: str
+    logo: str | None                # a data URI (see :func:`logo_data_uri`)
+    primary: str                    # #rgb or #rrggbb, checked
+    accent: str
+    title: str                      # "Facture", "Avoir"
+    meta: tuple[tuple[str, str], ...]           # (label, value): number, dates, period, account
+    parties: tuple[Party, Party]                # seller, buyer
+    credited: str | None                        # credit notes: the invoice credited and why
+    headings: tuple[str, str, str, str, str]    # description, quantity, unit price, VAT, amount
+    rows: tuple[tuple[str, str, str, str, str], ...]
+    totals: tuple[tuple[str, str], ...]         # net total, then VAT per rate
+    grand_total: tuple[str, str]
+    payment: str | None
+    mentions: tuple[str, ...]                   # legal notes
+    seller_identity: str                        # the footer's last line
+
+
 def logo_data_uri(logo_svg: str | None) -> str | None:
     """The brand logo as a data URI: a ``data:image/…`` text is kept, SVG markup is base64-encoded."""
     if not logo_svg or not logo_svg.strip():
@@ -86,55 +111,54 @@ def brand_color(value: str | None, default: str) -> str:
     return value if value and _COLOR_RE.match(value) else default
 
 
-@lru_cache(maxsize=1)
-def _template():
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    return env.get_template("invoice.html")
-
-
-def render_invoice_html(invoice: Invoice) -> str:
-    """The invoice (or credit note) as HTML, the PDF's source (styled by ``invoice.css``, see :func:`html_to_pdf`)."""
-    return render_content_html(invoice_content(invoice), invoice.brand)
-
-
-def render_content_html(content: InvoiceContent, brand: Brand) -> str:
-    """HTML of already computed :class:`InvoiceContent`; the brand gives the logo and colours."""
+def invoice_page(content: InvoiceContent, brand: Brand) -> InvoicePage:
+    """What the PDF of already computed :class:`InvoiceContent` prints; the brand gives the logo and colours."""
     locale, currency = content.language, content.currency
     t = LABELS[locale]
-    template = _template()
-    lines = [{
-        "description": line.description,
-        "quantity": format_decimal(line.quantity, locale),
-        "unit_price": "" if line.base_quantity is not None else format_price(line.net_price, currency, locale),
-        "vat_rate": format_rate(line.vat_rate, locale),
-        "amount": format_minor(line.amount_minor, currency, locale),
-    } for line in content.lines]
-    vat = [{"rate": format_rate(v.rate, locale), "base": format_minor(v.base_minor, currency, locale),
-            "amount": format_minor(v.vat_minor, currency, locale)} for v in content.vat]
-    credited = None if content.credited is None else t["credits"].format(
-        number=content.credited[0], date=format_date(content.credited[1], locale))
-    return template.render(
-        lang=locale, t=t, brand=brand, content=content, seller=_party(content.seller, t),
-        buyer=_party(content.buyer, t), title=t["credit_title" if content.credit_note else "title"],
-        number_label=t["credit_number" if content.credit_note else "number"], credited=credited,
-        primary_color=brand_color(brand.primary_color, DEFAULT_COLORS[0]),
-        accent_color=brand_color(brand.accent_color, DEFAULT_COLORS[1]),
-        logo_uri=logo_data_uri(brand.logo_svg),
-        issue_date=format_date(content.issue_date, locale), due_date=format_date(content.due_date, locale),
-        period=t["period_text"].format(start=format_date(content.period_start, locale),
-                                       end=format_date(content.period_last_day, locale)),
-        lines=lines, vat=vat, subtotal=format_minor(content.subtotal_minor, currency, locale),
-        total=format_minor(content.total_minor, currency, locale), mentions=[text for _, text in content.mentions],
-        payment=_payment_text(content, t))
+    rows = tuple((
+        line.description,
+        format_decimal(line.quantity, locale),
+        "" if line.base_quantity is not None else format_price(line.net_price, currency, locale),
+        format_rate(line.vat_rate, locale),
+        format_minor(line.amount_minor, currency, locale),
+    ) for line in content.lines)
+    vat = tuple((f"{t['vat']} {format_rate(v.rate, locale)} ({t['on']} {format_minor(v.base_minor, currency, locale)})",
+                 format_minor(v.vat_minor, currency, locale)) for v in content.vat)
+    credited = None
+    if content.credited is not None:
+        credited = t["credits"].format(number=content.credited[0], date=format_date(content.credited[1], locale))
+        if content.reason:
+            credited += f" — {t['reason']} {content.reason}"
+    title = t["credit_title" if content.credit_note else "title"]
+    seller, buyer = _party(t["seller"], content.seller, t), _party(t["buyer"], content.buyer, t)
+    period = t["period_text"].format(start=format_date(content.period_start, locale),
+                                     end=format_date(content.period_last_day, locale))
+    return InvoicePage(
+        language=locale, document_title=f"{title} {content.number}", author=seller.name, brand_name=brand.name,
+        logo=logo_data_uri(brand.logo_svg), primary=brand_color(brand.primary_color, DEFAULT_COLORS[0]),
+        accent=brand_color(brand.accent_color, DEFAULT_COLORS[1]), title=title,
+        meta=((t["credit_number" if content.credit_note else "number"], content.number),
+              (t["issue_date"], format_date(content.issue_date, locale)),
+              (t["due_date"], format_date(content.due_date, locale)), (t["period"], period),
+              (t["account"], content.buyer.get("number") or "")),
+        parties=(seller, buyer), credited=credited,
+        headings=(t["description"], t["quantity"], t["unit_price"], t["vat_rate"], t["amount"]), rows=rows,
+        totals=((t["subtotal"], format_minor(content.subtotal_minor, currency, locale)), *vat),
+        grand_total=(t["total"], format_minor(content.total_minor, currency, locale)),
+        payment=_payment_text(content, t), mentions=tuple(text for _, text in content.mentions),
+        seller_identity=" — ".join((seller.name, *_legal(content.seller, t))))
 
 
-def _party(party: dict, t: dict) -> dict:
-    """Printable text of a seller or buyer: name, lines (address then legal identity), legal identity."""
+def _party(heading: str, party: dict, t: dict) -> Party:
+    """A seller or buyer as printed: name, then address and legal identity."""
     town = " ".join(p for p in (party.get("postcode"), party.get("city")) if p)
     country = party.get("country") if party.get("country") not in (None, "", "FR") else ""
+    return Party(heading, party.get("legal_name") or party.get("name") or "",
+                 tuple(p for p in (*address_lines(party), town, country) if p) + _legal(party, t))
+
+
+def _legal(party: dict, t: dict) -> tuple[str, ...]:
+    """Legal identity: form and share capital, SIRET (else SIREN), RCS, VAT number."""
     capital = party.get("share_capital") and f"{t['capital']} {party['share_capital']}"
     legal = [" ".join(p for p in (party.get("legal_form"), capital) if p)]
     if party.get("siret"):
@@ -144,9 +168,7 @@ def _party(party: dict, t: dict) -> dict:
     legal.append(party.get("rcs"))
     if party.get("vat_number"):
         legal.append(f"{t['vat_number']} {party['vat_number']}")
-    legal = [p for p in legal if p]
-    return {"name": party.get("legal_name") or party.get("name"),
-            "lines": [p for p in (*address_lines(party), town, country) if p] + legal, "legal": legal}
+    return tuple(p for p in legal if p)
 
 
 def _payment_text(content: InvoiceContent, t: dict) -> str | None:
@@ -159,36 +181,38 @@ def _payment_text(content: InvoiceContent, t: dict) -> str | None:
     return f"{t['iban']} {iban}" + (f" — {t['bic']} {pay.bic}" if pay.bic else "")
 
 
-def render_invoice_pdf(invoice: Invoice) -> bytes:
-    """The invoice PDF (PDF/A-3b) as bytes."""
-    return html_to_pdf(render_invoice_html(invoice))
+def render_invoice_pdf(invoice: Invoice, facturx_xml: bytes | None = None) -> bytes:
+    """The invoice PDF (PDF/A-3b) as bytes; with its CII ``facturx_xml``, the Factur-X PDF."""
+    return page_to_pdf(invoice_page(invoice_content(invoice), invoice.brand), facturx_xml)
 
 
-def html_to_pdf(html: str, facturx_xml: bytes | None = None) -> bytes:
-    """PDF/A-3b bytes of invoice HTML styled by ``invoice.css``; a top-level function so worker processes can run it.
+def page_to_pdf(page: InvoicePage, facturx_xml: bytes | None = None) -> bytes:
+    """PDF/A-3b bytes of ``page``; a top-level function so worker processes can run it.
 
     With ``facturx_xml`` (the invoice's CII, checked here against the XSD), the Factur-X PDF:
-    the XML attached as ``factur-x.xml`` and declared in the XMP metadata, written in the same
-    pass as the page.
+    the XML attached as ``factur-x.xml`` and declared in the XMP metadata.
     """
-    from bluerocktel.documents.weasyprint_engine import write_pdf
+    from bluerocktel.documents.invoice_canvas import draw_invoice
+    from bluerocktel.documents.pdfa import finish_pdfa3b
 
     if facturx_xml is not None:
         check_facturx_xsd(facturx_xml)
-    return write_pdf(html, facturx_xml)
+    drawn = draw_invoice(page)
+    return finish_pdfa3b(drawn.pdf, title=page.document_title, author=page.author, language=page.language,
+                         facturx_xml=facturx_xml, overlays=drawn.overlays)
 
 
 def prepare_pdf_worker() -> None:
     """Pool initializer for processes that render many invoices: warm up, then ``gc.freeze()``.
 
-    WeasyPrint allocates a few hundred thousand objects per invoice, so full garbage collections
-    are frequent, and each one walked the ~190,000 long-lived objects of the imported libraries:
-    freezing them after one warm-up render saved ~15 % of the CPU per invoice (measured). The
-    Factur-X XSD is loaded here too.
+    The first invoice loads the fonts, ReportLab, pikepdf and the Factur-X XSD; freezing what
+    the imports allocated keeps the garbage collector from walking it again for every invoice.
     """
     from bluerocktel.documents.validation import xsd_errors
 
-    html_to_pdf("<!DOCTYPE html><html><head><title>warm-up</title></head><body><p>warm-up <b>0</b></p></body></html>")
+    from bluerocktel.documents.invoice_canvas import warm_up
+
+    warm_up()
     xsd_errors(b"<warm-up/>", "cii")
     gc.collect()
     gc.freeze()

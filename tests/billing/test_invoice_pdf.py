@@ -13,7 +13,9 @@ import pytest
 from PIL import Image
 
 from bluerocktel.db.models import Account, Brand, Invoice, InvoiceLine
-from bluerocktel.documents.invoice import logo_data_uri, render_invoice_html, render_invoice_pdf
+from bluerocktel.documents.content import invoice_content
+from bluerocktel.documents.facturx import extract_facturx_xml, facturx_xml
+from bluerocktel.documents.invoice import invoice_page, logo_data_uri, render_invoice_pdf
 
 LOGO = '<svg xmlns="http://www.w3.org/2000/svg" width="120" height="40"><rect width="120" height="40" fill="#0b3d91"/></svg>'
 
@@ -66,14 +68,18 @@ def test_english_invoice_when_the_account_speaks_english():
 
 def test_consumers_get_no_business_recovery_indemnity_and_reverse_charge_is_stated():
     assert "40 €" not in pdf_text(render_invoice_pdf(make_invoice(kind="consumer")))
-    assert "Autoliquidation" in render_invoice_html(make_invoice(vat_regime="eu_reverse_charge"))
+    assert "Autoliquidation" in pdf_text(render_invoice_pdf(make_invoice(vat_regime="eu_reverse_charge")))
 
 
-def test_logo_and_colours_are_inlined_and_a_bad_colour_falls_back():
-    html = render_invoice_html(make_invoice())
-    assert logo_data_uri(LOGO) in html and 'data-primary="#123456"' in html
-    html = render_invoice_html(make_invoice(primary="red;} body { display:none", logo=None))
-    assert 'data-primary="#0b3d91"' in html and "data:image/svg" not in html
+def page_of(invoice: Invoice):
+    return invoice_page(invoice_content(invoice), invoice.brand)
+
+
+def test_logo_and_colours_come_from_the_brand_and_a_bad_colour_falls_back():
+    page = page_of(make_invoice())
+    assert page.logo == logo_data_uri(LOGO) and page.primary == "#123456" and page.accent == "#f5a623"
+    page = page_of(make_invoice(primary="red;} body { display:none", logo=None))
+    assert page.primary == "#0b3d91" and page.logo is None
 
 
 @pytest.mark.parametrize("logo", ['<svg xmlns="http://www.w3.org/2000/svg"><image href="file:///etc/passwd"/></svg>'])
@@ -81,17 +87,10 @@ def test_rendering_never_fetches_files_or_network(logo):
     assert render_invoice_pdf(make_invoice(logo=logo)).startswith(b"%PDF-")
 
 
-def test_the_shared_stylesheet_takes_each_invoices_brand_colour():
-    """The CSS is parsed once per thread and brand colours: each document must still get its own brand colour."""
-    import io
-
-    from pypdf import PdfReader
-
-    from bluerocktel.documents.invoice import html_to_pdf
-
+def test_each_invoice_is_drawn_in_its_own_brand_colour():
     def page_ops(primary: str) -> bytes:
-        pdf = html_to_pdf(render_invoice_html(make_invoice(primary=primary)))
-        return b"".join(page.get_contents().get_data() for page in PdfReader(io.BytesIO(pdf)).pages)
+        pdf = render_invoice_pdf(make_invoice(primary=primary))
+        return b"".join(page.get_contents().get_data() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
 
     red, green = page_ops("#ff0000"), page_ops("#00ff00")
     assert b"1 0 0 rg" in red and b"1 0 0 rg" not in green
@@ -128,7 +127,7 @@ def green_box(png: Path) -> tuple[int, int, int, int]:
 @pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="pdftoppm (poppler-utils) is not installed")
 def test_a_wide_logo_with_only_a_viewbox_is_drawn_whole_within_60_by_18_mm(tmp_path):
     # A logo without width/height (as brands upload them) keeps its proportions, scaled down into the
-    # 60 × 18 mm logo box (invoice.css), neither cut nor stretched.
+    # 60 × 18 mm logo box (logo.py), neither cut nor stretched.
     logo = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 220 48"><rect width="220" height="48" fill="#00ff00"/></svg>'
     (tmp_path / "invoice.pdf").write_bytes(render_invoice_pdf(make_invoice(logo=logo)))
     subprocess.run(["pdftoppm", "-r", "144", "-f", "1", "-l", "1", "-png", "-singlefile", str(tmp_path / "invoice.pdf"),
@@ -137,3 +136,27 @@ def test_a_wide_logo_with_only_a_viewbox_is_drawn_whole_within_60_by_18_mm(tmp_p
     width_mm, height_mm = (right - left) * 25.4 / 144, (bottom - top) * 25.4 / 144
     assert width_mm / height_mm == pytest.approx(220 / 48, rel=0.03)
     assert width_mm == pytest.approx(60, abs=1) and height_mm <= 18
+
+
+def test_a_long_invoice_continues_on_numbered_pages_with_the_table_header_repeated():
+    invoice = make_invoice()
+    invoice.lines = [usage_line(i, f"Communications zone_{i} : 137 appels, 220 min 58 s") for i in range(1, 91)]
+    invoice.subtotal_minor, invoice.vat_minor, invoice.total_minor = 90 * 274, 4932, 90 * 274 + 4932
+    pages = [page.extract_text() for page in pypdf.PdfReader(io.BytesIO(render_invoice_pdf(invoice))).pages]
+    assert len(pages) == 3
+    for n, text in enumerate(pages, start=1):
+        assert f"FA-2026-000123 — {n}/3" in text                  # numbered, the count filled in at the end
+        assert "Désignation" in text and "Montant HT" in text       # the table header on every page
+    text = "\n".join(pages)
+    assert all(f"zone_{i} :" in text for i in range(1, 91))        # no line lost at a page break
+    assert "Total TTC 295,92 €" in pages[-1].replace("\u202f", " ") and "40 €" in pages[-1]
+    assert len(pypdf.PdfReader(io.BytesIO(render_invoice_pdf(make_invoice()))).pages) == 1
+    assert "1/1" not in pdf_text(render_invoice_pdf(make_invoice()))   # a one-page invoice is not numbered
+
+
+def test_characters_the_font_lacks_print_as_a_replacement_mark_and_the_xml_keeps_them():
+    invoice = make_invoice()
+    invoice.account.name = "Boulangerie 北京 Martin"
+    pdf = render_invoice_pdf(invoice, facturx_xml(invoice))
+    assert "Boulangerie \ufffd\ufffd Martin" in pdf_text(pdf)               # visibly replaced, not an empty box
+    assert "Boulangerie 北京 Martin" in extract_facturx_xml(pdf).decode("utf-8")
