@@ -90,6 +90,7 @@ def test_a_failing_notebook_fails_the_run_and_keeps_the_partial_notebook(wb, tmp
 
 def test_importing_the_billing_package_does_not_load_papermill():
     code = ("import sys, bluerocktel.billing.pipeline, bluerocktel.billing.cycle, bluerocktel.documents.invoice;"
-            "print(sorted({'papermill', 'IPython', 'panel', 'weasyprint'} & {m.split('.')[0] for m in sys.modules}))")
+            "print(sorted({'papermill', 'IPython', 'panel', 'weasyprint', 'reportlab', 'pikepdf'}"
+            " & {m.split('.')[0] for m in sys.modules}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
