@@ -3,7 +3,7 @@
 - ``render FA-2026-000123 ...`` (or ``--period 2026-03``): Factur-X PDF and call-detail annex again.
 - ``export FA-2026-000123 --format cii|ubl [--output FILE]``: the e-invoice XML.
 - ``check FILE``: a Factur-X PDF, a CII XML or a UBL XML against its XSD and the EN 16931
-  schematron; exit status 1 when it has errors.
+  schematron, and a PDF against PDF/A-3b (pikepdf's validator); exit status 1 when it has errors.
 """
 
 from __future__ import annotations
@@ -87,13 +87,16 @@ def cmd_export(args) -> int:
 
 def cmd_check(args) -> int:
     from bluerocktel.documents.facturx import extract_facturx_xml
+    from bluerocktel.documents.pdfa import pdfa_problems
     from bluerocktel.documents.validation import validate_facturx_xml, validate_ubl_xml
 
     path = Path(args.file)
     if not path.is_file():
         raise NotFoundError(f"no file {args.file!r}")
     data = path.read_bytes()
-    if data.startswith(b"%PDF"):
+    is_pdf, pdf_errors = data.startswith(b"%PDF"), []
+    if is_pdf:
+        pdf_errors = pdfa_problems(data)
         try:
             data = extract_facturx_xml(data)
         except Exception as exc:  # noqa: BLE001 - factur-x raises bare exceptions for PDFs without XML
@@ -101,9 +104,10 @@ def cmd_check(args) -> int:
         if not data:
             raise UserFacingError(f"{args.file}: no Factur-X XML attached")
     ubl = b"urn:oasis:names:specification:ubl:schema:xsd:" in data[:2000]
-    errors = validate_ubl_xml(data) if ubl else validate_facturx_xml(data)
+    errors = pdf_errors + (validate_ubl_xml(data) if ubl else validate_facturx_xml(data))
     if args.json:
         print(json.dumps({"file": args.file, "format": "ubl" if ubl else "cii", "errors": errors}, indent=2))
     else:
-        print("\n".join(errors) if errors else f"{args.file}: valid ({'UBL' if ubl else 'Factur-X CII'}, EN 16931)")
+        kind = "UBL" if ubl else "Factur-X CII"
+        print("\n".join(errors) if errors else f"{args.file}: valid ({kind}, EN 16931{', PDF/A-3b' if is_pdf else ''})")
     return 1 if errors else 0

@@ -38,7 +38,25 @@ def test_render_then_check_the_pdf(docs_wb, numbers, capsys):
     rendered = json.loads(capsys.readouterr().out)["rendered"]
     assert rendered == [f"documents/invoices/{n}.pdf" for n in sorted(numbers)]
     assert run(["documents", "check", str(docs_wb.data_dir / rendered[0])]) == 0
-    assert "valid (Factur-X CII, EN 16931)" in capsys.readouterr().out
+    assert "valid (Factur-X CII, EN 16931, PDF/A-3b)" in capsys.readouterr().out
+
+
+def test_check_reports_what_breaks_pdfa(docs_wb, numbers, tmp_path, capsys):
+    import io
+
+    import pikepdf
+
+    run(["documents", "render", numbers[0], "--data-dir", str(docs_wb.data_dir)])
+    capsys.readouterr()
+    with pikepdf.open(docs_wb.data_dir / f"documents/invoices/{numbers[0]}.pdf") as document:
+        del document.Root.OutputIntents               # no colour profile: not a PDF/A any more
+        buffer = io.BytesIO()
+        document.save(buffer, fix_metadata_version=False)
+    (tmp_path / "broken.pdf").write_bytes(buffer.getvalue())
+    assert run(["documents", "check", str(tmp_path / "broken.pdf")]) == 1
+    problems = capsys.readouterr().out.splitlines()
+    assert problems and all(p.startswith("PDF/A-3b ") for p in problems), problems
+    assert any("ISO_19005_3:6.2.4.3" in p and "DeviceRGB" in p for p in problems), problems   # names the rule
 
 
 def test_export_ubl_and_cii_and_check_them(docs_wb, numbers, tmp_path, capsys):

@@ -12,6 +12,7 @@ from document_builders import issue, line
 from bluerocktel.documents.content import DocumentError, invoice_content
 from bluerocktel.documents.facturx import FACTURX_XMP, extract_facturx_xml, facturx_xml
 from bluerocktel.documents.invoice import invoice_page, page_to_pdf, render_invoice_pdf
+from bluerocktel.documents.pdfa import pdfa_problems
 
 LOGO = ('<svg xmlns="http://www.w3.org/2000/svg" width="120" height="40">'
         '<rect width="120" height="40" fill="#c00"/><text x="8" y="28" font-size="20">Télécom</text></svg>')
@@ -68,6 +69,7 @@ def test_the_facturx_pdf_differs_from_a_pdfa3b_only_by_the_facturx_xmp_extension
         out = io.BytesIO()
         document.save(out)
     assert findings(out.getvalue()) == []
+    assert pdfa_problems(pdf) == []                     # what `billing documents check` reports
 
 
 def test_facturx_pdf_has_consistent_metadata_and_one_attachment(docs_wb):
