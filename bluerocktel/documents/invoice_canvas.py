@@ -92,7 +92,6 @@ class _Layout:
         self.buffer = io.BytesIO()
         self.pdf = Canvas(self.buffer, pagesize=(WIDTH, HEIGHT), invariant=True, pageCompression=1,
                           initialFontName=self.regular, initialFontSize=SIZE)
-        self.pdf.setTitle(page.document_title)
         self.primary, self.accent = _rgb(page.primary), _rgb(page.accent)
         self.page_number, self.pages = 1, pages
         self.text_object = None         # the page's text, one PDF text object (readers extract it in order)
@@ -122,10 +121,19 @@ class _Layout:
         out.textOut(text)
 
     def wrap(self, text: str, width: float, *, bold=False, size=SIZE) -> list[str]:
-        """``text`` in lines of at most ``width`` points (a word longer than that stays whole)."""
+        """``text`` in lines of at most ``width`` points, cut between words, or inside a word too long for a line."""
         from reportlab.lib.utils import simpleSplit
 
-        return simpleSplit(printable(text), self.bold if bold else self.regular, size, width) or [""]
+        font, lines = self.bold if bold else self.regular, []
+        for line in simpleSplit(printable(text), font, size, width) or [""]:
+            while len(line) > 1 and self.width_of(line, font, size) > width:
+                cut = len(line) - 1
+                while cut > 1 and self.width_of(line[:cut], font, size) > width:
+                    cut -= 1
+                lines.append(line[:cut])
+                line = line[cut:]
+            lines.append(line)
+        return lines
 
     def rule(self, x1: float, x2: float, y: float, thickness: float, color) -> None:
         self.pdf.setStrokeColorRGB(*(_rgb(color) if isinstance(color, str) else color))

@@ -160,3 +160,18 @@ def test_characters_the_font_lacks_print_as_a_replacement_mark_and_the_xml_keeps
     pdf = render_invoice_pdf(invoice, facturx_xml(invoice))
     assert "Boulangerie \ufffd\ufffd Martin" in pdf_text(pdf)               # visibly replaced, not an empty box
     assert "Boulangerie 北京 Martin" in extract_facturx_xml(pdf).decode("utf-8")
+
+
+def test_a_description_too_long_for_its_column_wraps_inside_it_even_without_spaces():
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    from bluerocktel.documents.invoice_canvas import _Layout
+
+    layout = _Layout(page_of(make_invoice()))
+    text = "Lien " + "FR7630006000011234567890189" * 5 + " fin"
+    lines = layout.wrap(text, 80)
+    assert len(lines) > 3 and " ".join(lines).replace(" ", "") == text.replace(" ", "")
+    assert all(stringWidth(line, layout.regular, 9) <= 80 for line in lines)
+    invoice = make_invoice()
+    invoice.lines[0].description = text
+    assert "FR7630006000011234567890189" in pdf_text(render_invoice_pdf(invoice)).replace("\n", "")
