@@ -24,7 +24,7 @@ from bluerocktel.db.models import Invoice
 from bluerocktel.documents.content import language_of
 from bluerocktel.documents.fonts import printable, register_fonts
 from bluerocktel.documents.formatting import format_date, format_decimal, format_price
-from bluerocktel.documents.invoice import brand_color
+from bluerocktel.documents.invoice import brand_color, rgb
 from bluerocktel.money import from_micro
 from bluerocktel.vocabulary import InvoiceKind
 from bluerocktel.workbench import Workbench
@@ -158,7 +158,7 @@ def render_call_annex(calls: list[AnnexCall], header: AnnexHeader) -> bytes:
     regular, bold = register_fonts()
     t = LABELS[header.language]
     tz = ZoneInfo(header.timezone)
-    primary, accent = _rgb(header.primary_color), _rgb(header.accent_color)
+    primary, accent = rgb(header.primary_color), rgb(header.accent_color)
     period = t["period"].format(start=format_date(header.period_start, header.language),
                                 end=format_date(header.period_last_day, header.language))
     width, height = A4
@@ -310,11 +310,3 @@ def _duration(seconds: int) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _rgb(color: str) -> tuple[float, float, float]:
-    """``#rrggbb`` (or ``#rgb``) as ReportLab's 0–1 components."""
-    text = color.lstrip("#")
-    if len(text) == 3:
-        text = "".join(c * 2 for c in text)
-    return int(text[0:2], 16) / 255, int(text[2:4], 16) / 255, int(text[4:6], 16) / 255

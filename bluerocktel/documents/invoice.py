@@ -111,6 +111,14 @@ def brand_color(value: str | None, default: str) -> str:
     return value if value and _COLOR_RE.match(value) else default
 
 
+def rgb(color: str) -> tuple[float, float, float]:
+    """A checked ``#rrggbb`` (or ``#rgb``) colour as the 0–1 components PDF drawing takes."""
+    text = color.lstrip("#")
+    if len(text) == 3:
+        text = "".join(c * 2 for c in text)
+    return int(text[0:2], 16) / 255, int(text[2:4], 16) / 255, int(text[4:6], 16) / 255
+
+
 def invoice_page(content: InvoiceContent, brand: Brand) -> InvoicePage:
     """What the PDF of already computed :class:`InvoiceContent` prints; the brand gives the logo and colours."""
     locale, currency = content.language, content.currency

@@ -19,7 +19,7 @@ import io
 from dataclasses import dataclass
 
 from bluerocktel.documents.fonts import printable, register_fonts
-from bluerocktel.documents.invoice import InvoicePage
+from bluerocktel.documents.invoice import InvoicePage, rgb
 from bluerocktel.documents.logo import draw_logo
 
 MM = 72 / 25.4
@@ -71,14 +71,6 @@ def warm_up() -> None:
     pdf.save()
 
 
-def _rgb(color: str) -> tuple[float, float, float]:
-    """``#rrggbb`` (or ``#rgb``) as 0–1 components."""
-    text = color.lstrip("#")
-    if len(text) == 3:
-        text = "".join(c * 2 for c in text)
-    return int(text[0:2], 16) / 255, int(text[2:4], 16) / 255, int(text[4:6], 16) / 255
-
-
 class _Layout:
     """One invoice's drawing: a cursor ``y`` moving down the page, new pages as needed."""
 
@@ -92,7 +84,7 @@ class _Layout:
         self.buffer = io.BytesIO()
         self.pdf = Canvas(self.buffer, pagesize=(WIDTH, HEIGHT), invariant=True, pageCompression=1,
                           initialFontName=self.regular, initialFontSize=SIZE)
-        self.primary, self.accent = _rgb(page.primary), _rgb(page.accent)
+        self.primary, self.accent = rgb(page.primary), rgb(page.accent)
         self.page_number, self.pages = 1, pages
         self.text_object = None         # the page's text, one PDF text object (readers extract it in order)
         self.font = self.color = None
@@ -115,7 +107,7 @@ class _Layout:
             out.setFont(font, size)
             self.font = (font, size)
         if self.color != color:
-            out.setFillColorRGB(*(_rgb(color) if isinstance(color, str) else color))
+            out.setFillColorRGB(*(rgb(color) if isinstance(color, str) else color))
             self.color = color
         out.setTextOrigin(x, baseline)
         out.textOut(text)
@@ -136,7 +128,7 @@ class _Layout:
         return lines
 
     def rule(self, x1: float, x2: float, y: float, thickness: float, color) -> None:
-        self.pdf.setStrokeColorRGB(*(_rgb(color) if isinstance(color, str) else color))
+        self.pdf.setStrokeColorRGB(*(rgb(color) if isinstance(color, str) else color))
         self.pdf.setLineWidth(thickness)
         self.pdf.line(x1, y, x2, y)
 
