@@ -9,6 +9,7 @@ keyset-paginated: ``limit`` and an opaque ``cursor`` taken from the previous pag
 from __future__ import annotations
 
 import base64
+import functools
 import datetime as dt
 import hashlib
 import re
@@ -174,9 +175,25 @@ def _records_page(session: Session, statement, params: dict, out, limit: int, at
     return _page_response(rows, out, limit)
 
 
+@functools.cache
+def page_model(out) -> type[Page]:
+    """``Page[out]``, parametrized once (pydantic's own lookup costs ~1 % of a list request)."""
+    return Page[out]
+
+
 def _page_response(rows: list, out, limit: int) -> Response:
-    items = [out.of(row) for row in rows[:limit]]
-    page = Page[out](items=items, limit=limit, next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
+    """``rows[:limit]`` as ``Page[out]`` JSON. A model that defines its own ``fields_of`` (``of`` is then
+    ``cls(**cls.fields_of(obj))``: :class:`InvoiceOut`, ``TicketOut``) gets its items validated with the page
+    in one pydantic call instead of one model construction per item (~50 µs of a 50-row page's ~900).
+    A subclass inheriting ``fields_of`` while adding fields (``CreditNoteOut``) goes through its ``of``."""
+    if "fields_of" in vars(out):
+        items = [out.fields_of(row) for row in rows[:limit]]
+        last_id = items[-1]["id"] if items else None
+    else:
+        items = [out.of(row) for row in rows[:limit]]
+        last_id = items[-1].id if items else None
+    page = page_model(out).model_validate(
+        {"items": items, "limit": limit, "next_cursor": encode_cursor(last_id) if len(rows) > limit else None})
     return Response(page.__pydantic_serializer__.to_json(page), media_type="application/json")
 
 
