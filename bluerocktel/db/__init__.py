@@ -49,6 +49,12 @@ def migrate(engine: Engine) -> None:
 
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            # Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE, so the CREATE
+            # TABLEs ran one by one: a process killed while migrating left tables without the
+            # version stamp, and every later start failed. One explicit transaction makes the
+            # upgrade all or nothing (SQLite DDL is transactional) and makes a second process wait.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

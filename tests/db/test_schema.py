@@ -1,4 +1,6 @@
 import datetime as dt
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -18,6 +20,39 @@ def test_migrations_are_idempotent_and_match_the_models(wb):
     with wb.db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == [], f"models and migrations differ: {diff}"
+
+
+KILLED_WHILE_MIGRATING = """
+import os, signal, sys
+import sqlalchemy as sa
+from bluerocktel.db import Database
+
+db, created = Database(sys.argv[1]), []
+
+@sa.event.listens_for(db.engine, "after_cursor_execute")
+def kill_at_the_fifth_table(conn, cursor, statement, *args):
+    if statement.lstrip().upper().startswith("CREATE TABLE"):
+        created.append(statement)
+        if len(created) == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+db.migrate()
+"""
+
+
+def test_a_process_killed_while_migrating_sqlite_leaves_nothing_half_done(tmp_path):
+    url = f"sqlite:///{tmp_path / 'bluerocktel.db'}"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_MIGRATING, url], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    from bluerocktel.db import Database
+
+    db = Database(url)
+    with db.engine.connect() as conn:         # the four tables created before the kill were rolled back
+        assert conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'").all() == []
+    db.migrate()                              # the next start migrates from scratch
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM audit_log").scalar() == 0
+    db.dispose()
 
 
 def test_decimal_prices_round_trip_exactly(wb):
