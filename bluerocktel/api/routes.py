@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import collections
-import functools
 import datetime as dt
+import functools
 import hashlib
 import re
 from types import SimpleNamespace
