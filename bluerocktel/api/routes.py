@@ -217,7 +217,8 @@ class ListQuery:
 
     The list routes built on it are ``async def``: a page (at most 500 rows, by an index) is read
     on the event loop like the token (:func:`current_principal`), so such a GET makes no thread hop
-    (invoice list on PostgreSQL: 3.7 → 2.1–3.2 ms of server CPU per request, 436 → 516–794 req/s)."""
+    (invoice list on PostgreSQL: 3.7 → 2.1–3.2 ms of server CPU per request on the machine measured
+    then; the README gives today's figures)."""
 
     def __init__(self, model, columns, *, newest_first: bool = False, **filters):
         self.model, self.columns, self.newest_first = model, columns, newest_first
