@@ -61,8 +61,9 @@ def _raise_system_exit(signum, _frame):
 
 
 def voila_command(host: str, port: int) -> list[str]:
+    # port_retries=0: on a port in use Voila exits instead of moving to the next one unannounced.
     return [sys.executable, "-m", "voila", "dashboards/", "--no-browser", f"--port={int(port)}",
-            f"--Voila.ip={host}",
+            "--Voila.port_retries=0", f"--Voila.ip={host}",
             "--Voila.identity_provider_class=portal_app.voila_identity.SessionCookieIdentityProvider",
             f"--MappingKernelManager.cull_idle_timeout={KERNEL_CULL_IDLE_S}",
             f"--MappingKernelManager.cull_interval={KERNEL_CULL_INTERVAL_S}"]

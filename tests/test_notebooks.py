@@ -105,6 +105,22 @@ def _session_cookie(wb, email: str) -> dict[str, str]:
         return {SESSION_COOKIE: sign_session(wb.secret_key, user)}
 
 
+def answering_dashboards(wb, deadline: float):
+    """Voila started as `serve --dashboards` does, once it answers, and its base URL. Voila exits on a port in
+    use (``port_retries=0``): when a test running in parallel took the free port first, try another."""
+    for _ in range(3):
+        port = free_port()
+        server = start_dashboards(wb, "127.0.0.1", port)
+        while server.poll() is None:
+            assert time.monotonic() < deadline, "voila did not answer within 300 s"
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+                return server, f"http://127.0.0.1:{port}"
+            except httpx.TransportError:
+                time.sleep(0.5)
+    raise AssertionError("voila exited three times (ports taken?)")
+
+
 @pytest.mark.slow
 def test_voila_serves_the_revenue_dashboard_to_signed_in_finance_staff_only(data_copy, tmp_path):
     wb = Workbench.open(data_copy, migrate=False)
@@ -112,22 +128,14 @@ def test_voila_serves_the_revenue_dashboard_to_signed_in_finance_staff_only(data
         expected = reports.revenue_by_brand(wb, PERIOD)
         billing = _session_cookie(wb, "demo-billing@bluerock.localhost")
         sales = _session_cookie(wb, "demo-sales@bluerock.localhost")
-        port = free_port()
-        server = start_dashboards(wb, "127.0.0.1", port)     # what `serve --dashboards` starts
+        deadline = time.monotonic() + 300
+        server, base = answering_dashboards(wb, deadline)
     finally:
         wb.close()
     assert not expected.empty, "the demo issued no invoice"
-    url = f"http://127.0.0.1:{port}/voila/render/revenue.ipynb?period={PERIOD}"
-    deadline = time.monotonic() + 300
+    url = f"{base}/voila/render/revenue.ipynb?period={PERIOD}"
     try:
-        while True:   # until the server answers
-            assert server.poll() is None, "voila exited"
-            assert time.monotonic() < deadline, "voila did not answer within 300 s"
-            try:
-                anonymous = httpx.get(url, timeout=10)
-                break
-            except httpx.TransportError:
-                time.sleep(0.5)
+        anonymous = httpx.get(url, timeout=10)
         assert anonymous.status_code == 403                  # no session cookie
         assert httpx.get(url, cookies={SESSION_COOKIE: "forged"}, timeout=10).status_code == 403
         assert httpx.get(url, cookies=sales, timeout=10).status_code == 403   # staff, but no invoices:read
@@ -148,3 +156,18 @@ def test_voila_serves_the_revenue_dashboard_to_signed_in_finance_staff_only(data
         assert "Traceback" not in page
     finally:
         stop_process(server)
+
+
+def test_dashboards_on_a_port_in_use_fail_instead_of_moving_to_another_port(data_copy):
+    import socket
+
+    wb = Workbench.open(data_copy, migrate=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = start_dashboards(wb, "127.0.0.1", taken.getsockname()[1])
+        wb.close()
+        try:
+            assert server.wait(timeout=60) != 0          # the URL printed is never a lie
+        finally:
+            stop_process(server)
