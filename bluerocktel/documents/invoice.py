@@ -13,7 +13,7 @@ Two steps, so that a billing run can render thousands of invoices: :func:`invoic
 the invoice's content into the printed strings (an :class:`InvoicePage`, cheap and picklable,
 made in the main process), then :func:`page_to_pdf` draws them (``invoice_canvas.py``) and
 finishes the file as PDF/A-3b with the Factur-X XML attached (``pdfa.py``), in worker processes.
-This costs about a tenth of what the earlier HTML page cost WeasyPrint (README, design notes);
+This costs about a sixth of what the earlier HTML page cost WeasyPrint (README, design notes);
 WeasyPrint still draws the brand's SVG logo, once per brand and process (``logo.py``).
 """
 
