@@ -114,7 +114,9 @@ def test_second_brand_host_shows_the_second_brand(server, browser):
     _sign_in(page, server, "bob@durand.example")
     page.get_by_text("AZ-2026-000001").wait_for(timeout=20_000)
     header = page.locator(".brt-header")
-    assert "Espace Azur" in header.inner_text()
+    from playwright.sync_api import expect
+
+    expect(header).to_contain_text("Espace Azur", timeout=20_000)   # Panel may fill the pane a moment later
     assert header.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(0, 121, 107)"
     assert page.get_by_text("FA-2026-000001").count() == 0
     page.screenshot(path=str(SCREENSHOTS / "portal-azur.png"), full_page=True)
